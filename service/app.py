@@ -1,0 +1,66 @@
+"""The Tornado application: routes and the services every handler shares."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import redis.asyncio as aioredis
+import tornado.web
+from tornado.routing import PathMatches, Rule
+
+from service import handlers, keys
+from service.catalog import Catalog
+from service.config import Settings
+from service.inventory import InventoryStore
+from service.live import InventoryFeed, LiveHub
+from service.sockets import StatusSocketHandler
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclasses.dataclass
+class Services:
+    """Everything a handler needs; one per process."""
+    settings: Settings
+    catalog: Catalog
+    redis: aioredis.Redis
+    store: InventoryStore
+    hub: LiveHub
+    feed: InventoryFeed
+    draining: bool = False
+    inflight: int = 0
+
+
+class WebSocketUpgradeMatches(PathMatches):
+    """Matches the path only for a WebSocket upgrade, so one URL serves both transports."""
+
+    def match(self, request):
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return None
+        return super().match(request)
+
+
+def make_app(services: Services) -> tornado.web.Application:
+    routes = [
+        Rule(WebSocketUpgradeMatches(r"/cart/status"), StatusSocketHandler),
+        (r"/cart/status", handlers.StatusPollHandler),
+        (r"/cart", handlers.CartHandler),
+        (r"/", handlers.BookPageHandler),
+        (r"/books", handlers.CatalogPageHandler),
+        (r"/books/([^/]+)", handlers.BookPageHandler),
+        (r"/api/books", handlers.BooksApiHandler),
+        (r"/healthz", handlers.HealthHandler),
+        (r"/readyz", handlers.ReadyHandler),
+    ]
+    return tornado.web.Application(
+        routes,
+        services=services,
+        template_path=str(ROOT / "templates"),
+        static_path=str(ROOT / "static"),
+        default_handler_class=handlers.NotFoundHandler,
+        websocket_max_message_size=keys.MAX_WS_MESSAGE_BYTES,
+        # pings keep idle sockets alive through proxies and find dead peers
+        websocket_ping_interval=30,
+        websocket_ping_timeout=60,
+    )

@@ -1,0 +1,43 @@
+"""Background loops that never spin and never die silently."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import Awaitable, Callable
+
+
+class Backoff:
+    """Exponential backoff with full jitter: sleep random(0, min(cap, base * 2**n))."""
+
+    def __init__(self, base_s: float = 0.1, cap_s: float = 5.0):
+        self.base_s = base_s
+        self.cap_s = cap_s
+        self.attempt = 0
+
+    def next_delay_s(self) -> float:
+        delay = random.uniform(0, min(self.cap_s, self.base_s * 2 ** self.attempt))
+        self.attempt = min(self.attempt + 1, 30)
+        # never zero, so a persistent failure can not become a busy loop
+        return max(delay, self.base_s / 2)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+async def every(interval_s: float, step: Callable[[], Awaitable[object]],
+                log: logging.Logger, name: str) -> None:
+    """Run `step` every interval (with +-10% jitter) until cancelled; failures back off."""
+    backoff = Backoff(base_s=interval_s, cap_s=max(interval_s, 5.0))
+    while True:
+        try:
+            await step()
+            backoff.reset()
+            delay = interval_s * random.uniform(0.9, 1.1)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a loop that dies silently is worse than a logged error
+            delay = backoff.next_delay_s()
+            log.warning("%s failed (%s: %s); retrying in %.2fs", name, type(exc).__name__, exc, delay)
+        await asyncio.sleep(delay)

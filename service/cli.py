@@ -1,0 +1,127 @@
+"""Command line: `python -m service serve | stock show | stock set SKU N | up`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from redis.exceptions import RedisError
+
+from service.catalog import CatalogError
+from service.config import Settings, SettingsError
+
+
+def _logging(instance_id: str = "-") -> None:
+    logging.basicConfig(level=logging.INFO,
+                        format=f"%(asctime)s %(levelname)s [{instance_id}] %(name)s: %(message)s")
+
+
+def cmd_serve(args) -> int:
+    from service.server import PortInUse, run_instance
+    settings = Settings.from_env(port=args.port, host=args.host)
+    _logging(settings.instance_id)
+    logging.getLogger(__name__).info("settings: %r", settings)
+    try:
+        asyncio.run(run_instance(settings))
+    except PortInUse as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+async def _stock(args, settings: Settings) -> int:
+    from service.server import build_services
+    services, pubsub = build_services(settings)
+    store = services.store
+    try:
+        await store.seed()
+        if args.stock_command == "set":
+            if args.sku not in services.catalog:
+                print(f"error: unknown SKU {args.sku!r}; known: {', '.join(services.catalog.skus)}",
+                      file=sys.stderr)
+                return 2
+            snapshot = await store.set_stock(args.sku, args.count)
+            print(f"{snapshot.sku}: stock set to {args.count}; count now {snapshot.count} "
+                  f"(version {snapshot.version}); every client has been notified")
+        else:
+            print(f"{'SKU':<12} {'STOCK':>6} {'HOLDS':>6} {'COUNT':>6} {'VERSION':>8}  EPOCH")
+            for row in await store.stock_report():
+                print(f"{row['sku']:<12} {row['stock']:>6} {row['holds']:>6} {row['count']:>6} "
+                      f"{row['version']:>8}  {row['epoch']}")
+        return 0
+    finally:
+        await services.redis.aclose()
+        await pubsub.aclose()
+
+
+def cmd_stock(args) -> int:
+    from service.inventory import StockBelowHolds
+    settings = Settings.from_env()
+    try:
+        return asyncio.run(_stock(args, settings))
+    except StockBelowHolds as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (RedisError, OSError) as exc:
+        print(f"error: cannot reach Redis at {settings.redis_url} ({exc}); start it "
+              f"(`make demo`) or set BB_REDIS_URL", file=sys.stderr)
+        return 1
+
+
+def cmd_up(args) -> int:
+    from service.cluster import ClusterError, run_cluster
+    _logging("up")
+    try:
+        return run_cluster(instances=args.instances, first_app_port=args.first_port,
+                           redis_port=args.redis_port)
+    except ClusterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("stock cannot be negative")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="python -m service", description=__doc__)
+    commands = top.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run one app instance")
+    serve.add_argument("--port", type=int, help="port to listen on (default BB_PORT or 8000)")
+    serve.add_argument("--host", help="address to bind (default BB_HOST or 127.0.0.1)")
+    serve.set_defaults(func=cmd_serve)
+
+    stock = commands.add_parser("stock", help="show or set stock in Redis (BB_REDIS_URL)")
+    stock_commands = stock.add_subparsers(dest="stock_command", required=True)
+    stock_commands.add_parser("show", help="stock, holds and count per book")
+    set_stock = stock_commands.add_parser("set", help="set a book's total stock")
+    set_stock.add_argument("sku")
+    set_stock.add_argument("count", type=non_negative_int)
+    stock.set_defaults(func=cmd_stock)
+
+    up = commands.add_parser("up", help="run a local demo cluster: Redis and N instances")
+    up.add_argument("--instances", type=int, default=2)
+    up.add_argument("--first-port", type=int, default=8001, help="port of app-1 (default 8001)")
+    up.add_argument("--redis-port", type=int, default=6390)
+    up.set_defaults(func=cmd_up)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (SettingsError, CatalogError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

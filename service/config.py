@@ -1,0 +1,91 @@
+"""One settings object, built from the environment (BB_*) and command-line flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import secrets
+import socket
+from pathlib import Path
+from typing import Mapping
+from urllib.parse import urlparse
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CATALOG = Path(__file__).parent / "data" / "books.json"
+
+
+class SettingsError(ValueError):
+    """A setting has a value the service cannot run with; the message names the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    instance_id: str = ""
+    cookie_secret: str = dataclasses.field(default="", repr=False)
+    hold_ttl_s: float = 900.0
+    longpoll_timeout_s: float = 25.0
+    drain_s: float = 10.0
+    sweep_interval_s: float = 0.5
+    catalog_path: Path = DEFAULT_CATALOG
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **flags) -> "Settings":
+        """Read BB_* variables; flags given on the command line win. Raises SettingsError."""
+        env = os.environ if environ is None else environ
+        port = flags.get("port") or _number(env, "BB_PORT", 8000, int, minimum=1, maximum=65535)
+        secret = env.get("BB_COOKIE_SECRET", "")
+        if not secret:
+            # A per-process secret works for one instance; several instances behind one
+            # proxy must share it or they refuse each other's sessions.
+            log.warning("BB_COOKIE_SECRET is not set: using a random one; instances will "
+                        "not accept each other's sessions. Set BB_COOKIE_SECRET for a cluster.")
+            secret = secrets.token_hex(32)
+        elif len(secret) < 16:
+            raise SettingsError("BB_COOKIE_SECRET is too short: use at least 16 characters "
+                                "(e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`)")
+        settings = cls(
+            redis_url=_redis_url(env.get("BB_REDIS_URL", cls.redis_url)),
+            host=flags.get("host") or env.get("BB_HOST", cls.host),
+            port=port,
+            instance_id=env.get("BB_INSTANCE_ID") or f"{socket.gethostname()}-{port}",
+            cookie_secret=secret,
+            hold_ttl_s=_number(env, "BB_HOLD_TTL_S", cls.hold_ttl_s, float, minimum=0.1),
+            longpoll_timeout_s=_number(env, "BB_LONGPOLL_TIMEOUT_S", cls.longpoll_timeout_s,
+                                       float, minimum=0.1, maximum=3600),
+            drain_s=_number(env, "BB_DRAIN_S", cls.drain_s, float, minimum=0, maximum=3600),
+            sweep_interval_s=_number(env, "BB_SWEEP_INTERVAL_S", cls.sweep_interval_s, float,
+                                     minimum=0.05, maximum=60),
+            catalog_path=Path(env.get("BB_CATALOG", str(DEFAULT_CATALOG))),
+        )
+        if not settings.catalog_path.is_file():
+            raise SettingsError(f"BB_CATALOG={settings.catalog_path}: no such file "
+                                f"(unset it to use the built-in catalog)")
+        return settings
+
+
+def _number(env, name, default, kind, minimum=None, maximum=None):
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+    if value != value or (minimum is not None and value < minimum) or (
+            maximum is not None and value > maximum):
+        raise SettingsError(f"{name}={raw!r} is out of range "
+                            f"(allowed: {minimum} to {maximum if maximum is not None else 'any'})")
+    return value
+
+
+def _redis_url(url: str) -> str:
+    parsed = urlparse(url)
+    if parsed.scheme not in ("redis", "rediss", "unix") or not (parsed.hostname or parsed.path):
+        raise SettingsError(f"BB_REDIS_URL={url!r} is not a Redis URL "
+                            "(expected e.g. redis://127.0.0.1:6379/0)")
+    return url

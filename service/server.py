@@ -1,0 +1,113 @@
+"""One app instance's lifecycle: start, serve, and drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import signal
+import time
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+
+from service.app import Services, make_app
+from service.background import every
+from service.catalog import Catalog
+from service.config import Settings
+from service.inventory import InventoryStore
+from service.live import InventoryFeed, LiveHub
+
+log = logging.getLogger(__name__)
+
+# Tornado's own cap; our handlers answer 413 for anything over keys.MAX_BODY_BYTES.
+SERVER_MAX_BODY_BYTES = 1024 * 1024
+GOING_AWAY = 1001
+
+
+class PortInUse(OSError):
+    pass
+
+
+def redis_clients(redis_url: str) -> tuple[aioredis.Redis, aioredis.Redis]:
+    """(commands client, pub/sub client).
+
+    Commands retry briefly so a blip is invisible but a dead Redis answers 503 fast.
+    The pub/sub client must not retry: redis-py would resubscribe silently and we would
+    skip the resync that recovers messages lost meanwhile.
+    """
+    commands = aioredis.Redis.from_url(
+        redis_url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 2))
+    pubsub = aioredis.Redis.from_url(
+        redis_url, socket_connect_timeout=2, health_check_interval=10, retry=Retry(NoBackoff(), 0))
+    return commands, pubsub
+
+
+def build_services(settings: Settings) -> tuple[Services, aioredis.Redis]:
+    catalog = Catalog.load(settings.catalog_path)
+    commands, pubsub = redis_clients(settings.redis_url)
+    store = InventoryStore(commands, catalog, settings.hold_ttl_s)
+    hub = LiveHub(settings.instance_id)
+    feed = InventoryFeed(pubsub, store, hub)
+    return Services(settings, catalog, commands, store, hub, feed), pubsub
+
+
+async def run_instance(settings: Settings) -> None:
+    """Serve until SIGTERM/SIGINT, then drain within settings.drain_s."""
+    services, pubsub_redis = build_services(settings)
+    try:
+        sockets = bind_sockets(settings.port, settings.host)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(f"port {settings.port} on {settings.host} is already in use: stop "
+                            f"what uses it or choose another with --port") from None
+        raise
+    server = HTTPServer(make_app(services), max_body_size=SERVER_MAX_BODY_BYTES)
+    server.add_sockets(sockets)
+    tasks = [
+        asyncio.create_task(services.feed.run(), name="inventory-feed"),
+        asyncio.create_task(every(settings.sweep_interval_s, services.store.sweep, log,
+                                  "hold sweeper"), name="hold-sweeper"),
+    ]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info("instance %s listening on http://%s:%d (Redis %s)", settings.instance_id,
+             settings.host, settings.port, settings.redis_url)
+    await stop.wait()
+    await drain(services, server, settings.drain_s)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await services.redis.aclose()
+    await pubsub_redis.aclose()
+    log.info("instance %s stopped", settings.instance_id)
+
+
+async def drain(services: Services, server: HTTPServer, drain_s: float) -> None:
+    """Stop taking connections, answer long-polls, close sockets 1001, finish requests."""
+    started = time.monotonic()
+    services.draining = True  # /readyz turns 503; new long-polls answer at once
+    server.stop()
+    services.hub.release_all()
+    sockets = services.hub.subscribers()
+    for socket_handler in sockets:
+        socket_handler.close(GOING_AWAY, "server shutting down")
+    log.info("draining: %d socket(s) closed, %d request(s) in flight", len(sockets),
+             services.inflight)
+    while services.inflight > 0 and time.monotonic() - started < drain_s:
+        services.hub.release_all()
+        await asyncio.sleep(0.05)
+    if services.inflight:
+        log.warning("drain time (%.1fs) over with %d request(s) still in flight",
+                    drain_s, services.inflight)
+    remaining_s = max(0.1, drain_s - (time.monotonic() - started))
+    try:
+        await asyncio.wait_for(server.close_all_connections(), timeout=remaining_s)
+    except asyncio.TimeoutError:
+        log.warning("some connections did not close within the drain time")
