@@ -62,5 +62,4 @@ def make_app(services: Services) -> tornado.web.Application:
         websocket_max_message_size=keys.MAX_WS_MESSAGE_BYTES,
         # pings keep idle sockets alive through proxies and find dead peers
         websocket_ping_interval=30,
-        websocket_ping_timeout=60,
     )

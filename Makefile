@@ -1,0 +1,36 @@
+# Burt's Books live. `make demo` runs a local cluster; `make test` runs every test.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test test-unit test-integration deps venv bench-fanout clean
+
+# The virtualenv is rebuilt whenever pyproject.toml changes.
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+# Debian packages (installed with apt-get when missing and running as root).
+deps:
+	scripts/ensure-system-deps.sh redis-server
+
+demo: deps venv
+	$(BIN)/python -m service up --instances $${BB_DEMO_INSTANCES:-2}
+
+test: deps venv
+	$(BIN)/pytest -q
+
+test-unit: venv
+	$(BIN)/pytest -q tests/unit
+
+test-integration: deps venv
+	$(BIN)/pytest -q tests/integration
+
+bench-fanout: deps venv
+	$(BIN)/python bench/fanout.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) var .pytest_cache *.egg-info

@@ -1,0 +1,58 @@
+"""Settings: defaults, and bad values refused at start with a message naming the fix."""
+
+import pytest
+
+from service.catalog import Catalog, CatalogError
+from service.config import Settings, SettingsError
+
+SECRET = {"BB_COOKIE_SECRET": "0123456789abcdef0123"}
+
+
+def test_defaults():
+    settings = Settings.from_env(SECRET)
+    assert settings.redis_url == "redis://127.0.0.1:6379/0"
+    assert settings.hold_ttl_s == 900 and settings.longpoll_timeout_s == 25
+    assert settings.port == 8000 and settings.instance_id.endswith("-8000")
+    assert "0123456789" not in repr(settings)  # the secret stays out of logs
+
+
+def test_environment_and_flags():
+    settings = Settings.from_env({**SECRET, "BB_REDIS_URL": "redis://db:6380/1",
+                                  "BB_INSTANCE_ID": "app-7", "BB_HOLD_TTL_S": "1.5",
+                                  "BB_PORT": "9000"}, port=8123)
+    assert (settings.redis_url, settings.instance_id, settings.hold_ttl_s, settings.port) == \
+        ("redis://db:6380/1", "app-7", 1.5, 8123)
+
+
+@pytest.mark.parametrize("name, value, words", [
+    ("BB_HOLD_TTL_S", "soon", "not a valid float"),
+    ("BB_HOLD_TTL_S", "-1", "out of range"),
+    ("BB_LONGPOLL_TIMEOUT_S", "nan", "out of range"),
+    ("BB_PORT", "70000", "out of range"),
+    ("BB_REDIS_URL", "http://x", "not a Redis URL"),
+    ("BB_COOKIE_SECRET", "short", "too short"),
+    ("BB_CATALOG", "/no/such/file.json", "no such file"),
+])
+def test_bad_values_fail_with_a_clear_message(name, value, words):
+    with pytest.raises(SettingsError, match=words) as refused:
+        Settings.from_env({**SECRET, name: value})
+    assert name in str(refused.value)
+
+
+def test_missing_secret_is_generated_per_process():
+    assert Settings.from_env({}).cookie_secret != Settings.from_env({}).cookie_secret
+
+
+@pytest.mark.parametrize("content, words", [
+    ("not json", "cannot read"),
+    ('{"books": []}', "no books"),
+    ('{"books": [{"sku": "Bad SKU!", "title": "t", "author": "a", "price": 1, "stock": 1}]}', "must match"),
+    ('{"books": [{"sku": "a", "title": "t", "author": "a", "price": 1, "stock": -1}]}', "negative"),
+    ('{"books": [{"sku": "a", "title": "t"}]}', "malformed"),
+    ('{"featured": "b", "books": [{"sku": "a", "title": "t", "author": "a", "price": 1, "stock": 1}]}', "featured"),
+])
+def test_bad_catalogs_are_refused(tmp_path, content, words):
+    path = tmp_path / "books.json"
+    path.write_text(content)
+    with pytest.raises(CatalogError, match=words):
+        Catalog.load(path)

@@ -1,0 +1,127 @@
+"""The Lua scripts' rules, on fakeredis with Lua."""
+
+import asyncio
+import json
+
+import fakeredis
+import pytest
+
+from service import keys
+from service.catalog import Catalog
+from service.config import DEFAULT_CATALOG
+from service.inventory import InventoryStore, SoldOut, StockBelowHolds, UnknownSku
+
+pytestmark = pytest.mark.timeout(20)
+
+
+@pytest.fixture
+async def redis():
+    client = fakeredis.FakeAsyncRedis()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def store(redis):
+    store = InventoryStore(redis, Catalog.load(DEFAULT_CATALOG), hold_ttl_s=60)
+    await store.seed()
+    return store
+
+
+async def published(pubsub) -> list[dict]:
+    """Every message published so far (get_message also returns None for the
+    subscribe confirmation, so keep reading until a short quiet spell)."""
+    messages = []
+    loop = asyncio.get_running_loop()
+    quiet_until = loop.time() + 0.2
+    while loop.time() < quiet_until:
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.05)
+        if message is not None:
+            messages.append(json.loads(message["data"]))
+    return messages
+
+
+async def test_seed_never_overwrites_existing_stock(store):
+    await store.set_stock("internet", 3)
+    assert await store.seed() == 0
+    assert (await store.snapshot("internet")).count == 3
+
+
+async def test_add_holds_one_copy_and_repeating_is_harmless(store):
+    first = await store.add("internet", "alice")
+    again = await store.add("internet", "alice")
+    assert first.in_cart and again.in_cart
+    assert first.snapshot.count == 9
+    assert again.snapshot == first.snapshot  # no second copy, no new version
+
+
+async def test_remove_returns_the_copy_and_repeating_is_harmless(store):
+    added = await store.add("internet", "alice")
+    removed = await store.remove("internet", "alice")
+    again = await store.remove("internet", "alice")
+    assert removed.snapshot.count == 10 and not removed.in_cart
+    assert removed.snapshot.version == added.snapshot.version + 1
+    assert again.snapshot == removed.snapshot
+
+
+async def test_sold_out_changes_nothing_and_count_never_negative(store, redis):
+    await store.set_stock("async", 2)
+    await store.add("async", "a")
+    last = await store.add("async", "b")
+    assert last.snapshot.count == 0
+    with pytest.raises(SoldOut) as refused:
+        await store.add("async", "c")
+    assert refused.value.snapshot == last.snapshot
+    assert await redis.zcard(keys.holds_key("async")) == 2
+
+
+async def test_every_change_publishes_its_snapshot(store, redis):
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(keys.INVENTORY_CHANNEL)
+    result = await store.add("redis", "alice")
+    messages = await published(pubsub)
+    assert messages == [{"sku": "redis", "inventoryCount": result.snapshot.count,
+                         "version": result.snapshot.version, "epoch": result.snapshot.epoch}]
+    await store.add("redis", "alice")  # no change, no message
+    assert await published(pubsub) == []
+    await pubsub.aclose()
+
+
+async def test_stock_cannot_go_below_held_copies(store):
+    for shopper in ("a", "b", "c"):
+        await store.add("tornado", shopper)
+    with pytest.raises(StockBelowHolds):
+        await store.set_stock("tornado", 2)
+    snapshot = await store.set_stock("tornado", 3)
+    assert snapshot.count == 0
+
+
+async def test_expired_holds_are_swept_and_published(redis):
+    store = InventoryStore(redis, Catalog.load(DEFAULT_CATALOG), hold_ttl_s=0.1)
+    await store.seed()
+    before = await store.add("internet", "alice")
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(keys.INVENTORY_CHANNEL)
+    await asyncio.sleep(0.2)
+    assert await store.sweep() == 1
+    assert await store.sweep() == 0  # idempotent: every instance runs it
+    [message] = await published(pubsub)
+    assert message["inventoryCount"] == 10 and message["version"] == before.snapshot.version + 1
+    assert not await store.in_cart("internet", "alice")
+    await pubsub.aclose()
+
+
+async def test_unknown_sku_is_refused(store):
+    with pytest.raises(UnknownSku):
+        await store.add("no-such-book", "alice")
+    with pytest.raises(UnknownSku):
+        await store.snapshots(["internet", "nope"])
+
+
+async def test_lost_redis_data_gets_a_new_epoch(store, redis):
+    before = await store.snapshot("internet")
+    await redis.flushall()
+    await store.seed()
+    after = await store.snapshot("internet")
+    assert after.epoch != before.epoch
+    assert after.is_newer_than(before)

@@ -1,0 +1,88 @@
+"""The local hub: newest snapshot wins, waiters wake, subscribers get shared bytes."""
+
+import asyncio
+import json
+
+import pytest
+
+from service.inventory import Snapshot
+from service.live import Entry, LiveHub, websocket_text_frame
+
+pytestmark = pytest.mark.timeout(10)
+
+
+class Recorder:
+    def __init__(self):
+        self.entries = []
+
+    def push(self, entry):
+        self.entries.append(entry)
+
+
+def snap(version, count=5, epoch="e1", sku="internet"):
+    return Snapshot(sku, count, version, epoch)
+
+
+def test_only_newer_versions_are_taken():
+    hub = LiveHub("app-x")
+    assert hub.apply(snap(2))
+    assert not hub.apply(snap(1))
+    assert not hub.apply(snap(2, count=99))
+    assert hub.current("internet").snapshot == snap(2)
+
+
+def test_a_new_epoch_resets_versions():
+    hub = LiveHub("app-x")
+    hub.apply(snap(40))
+    assert hub.apply(snap(1, count=10, epoch="e2"))
+    assert hub.current("internet").snapshot.epoch == "e2"
+
+
+def test_entry_is_serialised_once_with_the_seed_field_and_instance():
+    entry = Entry.build(snap(3, count=7), "app-x")
+    assert json.loads(entry.payload) == {"sku": "internet", "inventoryCount": 7, "version": 3,
+                                         "epoch": "e1", "instance": "app-x"}
+    assert entry.frame == websocket_text_frame(entry.payload)
+    assert entry.frame[:2] == bytes([0x81, len(entry.payload)])
+
+
+def test_frame_lengths_follow_rfc6455():
+    assert websocket_text_frame(b"x" * 200)[:4] == bytes([0x81, 126, 0, 200])
+    assert websocket_text_frame(b"x" * 70000)[:2] == bytes([0x81, 127])
+
+
+def test_subscribers_get_the_same_entry_object():
+    hub = LiveHub("app-x")
+    first, second = Recorder(), Recorder()
+    hub.attach(first, ["internet"])
+    hub.attach(second, ["internet", "redis"])
+    hub.apply(snap(1))
+    hub.apply(snap(1, sku="redis"))
+    assert first.entries[0] is second.entries[0]
+    assert [e.snapshot.sku for e in second.entries] == ["internet", "redis"]
+    hub.detach(second, ["internet", "redis"])
+    hub.apply(snap(2))
+    assert len(second.entries) == 2 and len(first.entries) == 2
+
+
+async def test_waiters_wake_on_change_of_any_of_their_skus():
+    hub = LiveHub("app-x")
+    hub.apply(snap(1))
+    waiter = hub.wait(["internet", "redis"])
+    other = hub.wait(["tornado"])
+    hub.apply(snap(1, sku="redis"))
+    entry = await asyncio.wait_for(waiter, 1)
+    assert entry.snapshot.sku == "redis"
+    assert not other.done()
+    assert hub.counts()["longpoll"] == 1
+
+
+async def test_cancelled_waiters_are_forgotten_and_release_all_answers_the_rest():
+    hub = LiveHub("app-x")
+    gone = hub.wait(["internet"])
+    gone.cancel()
+    await asyncio.sleep(0)
+    assert hub.counts()["longpoll"] == 0
+    parked = hub.wait(["internet"])
+    hub.release_all()
+    assert (await asyncio.wait_for(parked, 1)) is None
