@@ -60,6 +60,7 @@ def make_app(services: Services) -> tornado.web.Application:
         static_path=str(ROOT / "static"),
         default_handler_class=handlers.NotFoundHandler,
         websocket_max_message_size=keys.MAX_WS_MESSAGE_BYTES,
-        # pings keep idle sockets alive through proxies and find dead peers
-        websocket_ping_interval=30,
+        # keep-alive pings come from one task per process (sockets.ping_sockets),
+        # not from a timer per socket
+        websocket_ping_interval=0,
     )

@@ -26,6 +26,17 @@ class Backoff:
         self.attempt = 0
 
 
+def raise_if_cancelling() -> None:
+    """Re-raise a cancellation that a library turned into another exception.
+
+    redis-py can swallow the CancelledError delivered mid-command and raise a
+    ConnectionError instead; a retry loop that caught it would then never stop.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError()
+
+
 async def every(interval_s: float, step: Callable[[], Awaitable[object]],
                 log: logging.Logger, name: str) -> None:
     """Run `step` every interval (with +-10% jitter) until cancelled; failures back off."""
@@ -38,6 +49,7 @@ async def every(interval_s: float, step: Callable[[], Awaitable[object]],
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a loop that dies silently is worse than a logged error
+            raise_if_cancelling()
             delay = backoff.next_delay_s()
             log.warning("%s failed (%s: %s); retrying in %.2fs", name, type(exc).__name__, exc, delay)
         await asyncio.sleep(delay)

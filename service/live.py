@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from service import keys
-from service.background import Backoff
+from service.background import Backoff, raise_if_cancelling
 from service.inventory import InventoryStore, Snapshot
 
 log = logging.getLogger(__name__)
@@ -151,6 +151,7 @@ class InventoryFeed:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
+                raise_if_cancelling()
                 delay = backoff.next_delay_s()
                 log.warning("inventory subscription lost (%s: %s); retrying in %.2fs",
                             type(exc).__name__, exc, delay)

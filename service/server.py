@@ -20,12 +20,14 @@ from service.catalog import Catalog
 from service.config import Settings
 from service.inventory import InventoryStore
 from service.live import InventoryFeed, LiveHub
+from service.sockets import GOING_AWAY, KEEPALIVE_INTERVAL_S, ping_sockets
 
 log = logging.getLogger(__name__)
 
 # Tornado's own cap; our handlers answer 413 for anything over keys.MAX_BODY_BYTES.
 SERVER_MAX_BODY_BYTES = 1024 * 1024
-GOING_AWAY = 1001
+# background tasks get this long to finish after cancellation before we stop waiting
+TASK_STOP_TIMEOUT_S = 2.0
 
 
 class PortInUse(OSError):
@@ -72,6 +74,8 @@ async def run_instance(settings: Settings) -> None:
         asyncio.create_task(services.feed.run(), name="inventory-feed"),
         asyncio.create_task(every(settings.sweep_interval_s, services.store.sweep, log,
                                   "hold sweeper"), name="hold-sweeper"),
+        asyncio.create_task(every(KEEPALIVE_INTERVAL_S, keep_sockets_alive(services.hub), log,
+                                  "socket keep-alive"), name="socket-keepalive"),
     ]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -83,10 +87,21 @@ async def run_instance(settings: Settings) -> None:
     await drain(services, server, settings.drain_s)
     for task in tasks:
         task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    _, stuck = await asyncio.wait(tasks, timeout=TASK_STOP_TIMEOUT_S)
+    if stuck:
+        log.warning("background task(s) %s did not stop in time",
+                    ", ".join(task.get_name() for task in stuck))
     await services.redis.aclose()
     await pubsub_redis.aclose()
     log.info("instance %s stopped", settings.instance_id)
+
+
+def keep_sockets_alive(hub: LiveHub):
+    async def step() -> None:
+        closed = ping_sockets(hub)
+        if closed:
+            log.info("closed %d WebSocket(s) that stopped answering pings", closed)
+    return step
 
 
 async def drain(services: Services, server: HTTPServer, drain_s: float) -> None:

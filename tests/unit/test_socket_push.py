@@ -1,4 +1,4 @@
-"""A socket that stops reading gets only the newest snapshot, never an unbounded queue.
+"""WebSocket pushes: a slow reader gets only the newest snapshot; keep-alive pings find dead peers.
 
 A real Tornado server in this process, a raw TCP client that connects by WebSocket and
 then does not read while the hub publishes thousands of versions.
@@ -19,6 +19,7 @@ from service.catalog import Catalog
 from service.config import Settings
 from service.inventory import InventoryStore, Snapshot
 from service.live import InventoryFeed, LiveHub
+from service.sockets import SILENT_PEER_TIMEOUT_S, ping_sockets
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -45,7 +46,12 @@ async def server():
 
 
 async def open_raw_websocket(port: int):
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    sock = socket.socket()
+    # a small receive window, set before connecting so TCP advertises it from the start
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock)
     key = base64.b64encode(os.urandom(16)).decode()
     writer.write((f"GET /cart/status?sku=internet HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
                   f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
@@ -57,11 +63,6 @@ async def open_raw_websocket(port: int):
 
 async def read_frames(reader, until_version):
     messages = []
-    await read_frames_into(reader, until_version, messages)
-    return messages
-
-
-async def read_frames_into(reader, until_version, messages):
     while not messages or messages[-1]["version"] < until_version:
         header = await reader.readexactly(2)
         size = header[1] & 0x7F
@@ -74,13 +75,14 @@ async def read_frames_into(reader, until_version, messages):
 async def test_slow_reader_gets_the_newest_snapshot_and_bounded_buffering(server):
     services, port = server
     reader, writer = await open_raw_websocket(port)
-    # shrink the client's receive window so the server's kernel buffer fills quickly
-    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     [opening] = await read_frames(reader, 1)
     assert opening["inventoryCount"] == 10
 
     [handler] = services.hub.subscribers()
     stream = handler.ws_connection.stream
+    # and a small send buffer on the server's side: the kernel holds little, so the
+    # server's own buffering (or its conflation) is what this test sees
+    stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
     versions = 20_000
     largest_buffer = 0
     for version in range(2, versions + 2):
@@ -91,13 +93,38 @@ async def test_slow_reader_gets_the_newest_snapshot_and_bounded_buffering(server
     # without conflation 20,000 frames (~1.7 MB) would sit in Tornado's buffer
     assert largest_buffer < 200_000
 
-    messages = []
-    try:
-        await asyncio.wait_for(read_frames_into(reader, versions + 1, messages), 10)
-    finally:
-        print('DEBUG', len(messages), messages[-1:], handler._pending and list(handler._pending), stream.writing(), len(stream._write_buffer))
+    messages = await asyncio.wait_for(read_frames(reader, versions + 1), 10)
     assert messages[-1]["version"] == versions + 1
     assert len(messages) < versions  # the middle was conflated away
     seen = [m["version"] for m in messages]
     assert seen == sorted(seen)  # and never an older version after a newer one
+    writer.close()
+
+
+async def read_raw_frame(reader) -> tuple[int, bytes]:
+    header = await reader.readexactly(2)
+    return header[0], await reader.readexactly(header[1] & 0x7F)
+
+
+async def test_keepalive_pings_answering_sockets_and_closes_silent_ones(server):
+    services, port = server
+    reader, writer = await open_raw_websocket(port)
+    await read_frames(reader, 1)
+    [handler] = services.hub.subscribers()
+    start = handler.last_heard
+
+    assert ping_sockets(services.hub, now=start + 1) == 0
+    assert await asyncio.wait_for(read_raw_frame(reader), 5) == (0x89, b"")  # a ping
+    writer.write(b"\x8a\x80" + os.urandom(4))  # the client's (masked, empty) pong
+    await writer.drain()
+    for _ in range(100):
+        if handler.last_heard > start:
+            break
+        await asyncio.sleep(0.01)
+    assert handler.last_heard > start
+
+    # long after the last pong: the peer counts as gone and is closed with 1001
+    assert ping_sockets(services.hub, now=handler.last_heard + SILENT_PEER_TIMEOUT_S + 1) == 1
+    opcode, body = await asyncio.wait_for(read_raw_frame(reader), 5)
+    assert opcode == 0x88 and int.from_bytes(body[:2], "big") == 1001
     writer.close()
