@@ -18,7 +18,6 @@ from asyncio import Future
 from urllib.parse import urlparse
 
 import tornado.websocket
-from tornado.httputil import HTTPHeaders
 from tornado.iostream import IOStream, StreamClosedError
 
 from service.handlers import ApiError, ShopMixin
@@ -32,8 +31,7 @@ KEEPALIVE_INTERVAL_S = 30.0
 # a peer that answered no ping for this long is gone (two missed pings and then some)
 SILENT_PEER_TIMEOUT_S = 2.5 * KEEPALIVE_INTERVAL_S
 
-# Shared empty stand-ins for per-request state an open socket never reads again.
-_NO_HEADERS = HTTPHeaders()
+# A shared empty stand-in for per-request state an open socket never reads again.
 _NO_ARGUMENTS: dict = {}
 
 
@@ -84,7 +82,10 @@ class StatusSocketHandler(ShopMixin, tornado.websocket.WebSocketHandler):
         # An idle socket lives for hours; the parsed request it came from is never read
         # again. Dropping it is about a quarter of an idle socket's memory.
         request = self.request
-        request.headers = self._headers = _NO_HEADERS
+        # Emptied in place, as Tornado's suspended handshake coroutine still holds them;
+        # re-running __init__ also frees the tables that a key-by-key clear would keep.
+        request.headers.__init__()
+        self._headers.__init__()
         request.arguments = request.query_arguments = _NO_ARGUMENTS
         request.body_arguments = request.files = _NO_ARGUMENTS
         self.ui = None
