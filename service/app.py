@@ -9,11 +9,12 @@ import redis.asyncio as aioredis
 import tornado.web
 from tornado.routing import PathMatches, Rule
 
-from service import handlers, keys
+from service import handlers, keys, rate_handlers
 from service.catalog import Catalog
 from service.config import Settings
 from service.inventory import InventoryStore
 from service.live import InventoryFeed, LiveHub
+from service.search_cache import SearchCache
 from service.sockets import StatusSocketHandler
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +31,7 @@ class Services:
     feed: InventoryFeed
     draining: bool = False
     inflight: int = 0
+    search: SearchCache | None = None  # tweets per second; None in tests that need no search
 
 
 class WebSocketUpgradeMatches(PathMatches):
@@ -52,7 +54,11 @@ def make_app(services: Services) -> tornado.web.Application:
         (r"/api/books", handlers.BooksApiHandler),
         (r"/healthz", handlers.HealthHandler),
         (r"/readyz", handlers.ReadyHandler),
+        (r"/rate", rate_handlers.RatePageHandler),
+        (r"/api/rate", rate_handlers.RateApiHandler),
     ]
+    if services.settings.demo_blocking:  # `serve --demo-blocking` only, for make bench-seed
+        routes.append((r"/rate/blocking", rate_handlers.BlockingRateHandler))
     return tornado.web.Application(
         routes,
         services=services,

@@ -29,8 +29,9 @@ class Backoff:
 def raise_if_cancelling() -> None:
     """Re-raise a cancellation that a library turned into another exception.
 
-    redis-py can swallow the CancelledError delivered mid-command and raise a
-    ConnectionError instead; a retry loop that caught it would then never stop.
+    redis-py can swallow the CancelledError delivered mid-command (returning, or raising
+    a ConnectionError instead); a loop that went on would then never stop. Call this
+    before every wait in a background loop.
     """
     task = asyncio.current_task()
     if task is not None and task.cancelling():
@@ -49,7 +50,7 @@ async def every(interval_s: float, step: Callable[[], Awaitable[object]],
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a loop that dies silently is worse than a logged error
-            raise_if_cancelling()
             delay = backoff.next_delay_s()
             log.warning("%s failed (%s: %s); retrying in %.2fs", name, type(exc).__name__, exc, delay)
+        raise_if_cancelling()
         await asyncio.sleep(delay)

@@ -1,4 +1,4 @@
-"""Command line: `python -m service serve | stock show | stock set SKU N | up`."""
+"""Command line: `python -m service serve | stock show | stock set SKU N | up | upstream-sim`."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def _logging(instance_id: str = "-") -> None:
 
 def cmd_serve(args) -> int:
     from service.server import PortInUse, run_instance
-    settings = Settings.from_env(port=args.port, host=args.host)
+    settings = Settings.from_env(port=args.port, host=args.host, demo_blocking=args.demo_blocking)
     _logging(settings.instance_id)
     logging.getLogger(__name__).info("settings: %r", settings)
     try:
@@ -81,6 +81,37 @@ def cmd_up(args) -> int:
         return 2
 
 
+def cmd_upstream_sim(args) -> int:
+    from service.upstream_sim import PortInUse, run
+    _logging("upstream-sim")
+    try:
+        asyncio.run(run(args.host, args.port, args.latency_ms, args.error_rate))
+    except PortInUse as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError("must be between 0 and 1")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 600_000:
+        raise argparse.ArgumentTypeError("must be between 0 and 600000")
+    return value
+
+
 def non_negative_int(text: str) -> int:
     try:
         value = int(text)
@@ -98,6 +129,9 @@ def parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run one app instance")
     serve.add_argument("--port", type=int, help="port to listen on (default BB_PORT or 8000)")
     serve.add_argument("--host", help="address to bind (default BB_HOST or 127.0.0.1)")
+    serve.add_argument("--demo-blocking", action="store_true",
+                       help="also serve GET /rate/blocking, seed listing 5-1's blocking fetch "
+                            "(stalls the whole process; for make bench-seed only)")
     serve.set_defaults(func=cmd_serve)
 
     stock = commands.add_parser("stock", help="show or set stock in Redis (BB_REDIS_URL)")
@@ -113,6 +147,15 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--first-port", type=int, default=8001, help="port of app-1 (default 8001)")
     up.add_argument("--redis-port", type=int, default=6390)
     up.set_defaults(func=cmd_up)
+
+    sim = commands.add_parser("upstream-sim", help="run the simulated upstream search API")
+    sim.add_argument("--port", type=int, default=9000, help="port to listen on (default 9000)")
+    sim.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    sim.add_argument("--latency-ms", type=non_negative_float, default=0.0,
+                     help="delay before every answer (default 0)")
+    sim.add_argument("--error-rate", type=fraction, default=0.0,
+                     help="fraction of searches answered with HTTP 500 (default 0)")
+    sim.set_defaults(func=cmd_upstream_sim)
     return top
 
 

@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 log = logging.getLogger(__name__)
 
 DEFAULT_CATALOG = Path(__file__).parent / "data" / "books.json"
+UPSTREAM_KINDS = ("twitter-v1", "mastodon")
 
 
 class SettingsError(ValueError):
@@ -32,6 +33,13 @@ class Settings:
     drain_s: float = 10.0
     sweep_interval_s: float = 0.5
     catalog_path: Path = DEFAULT_CATALOG
+    upstream_url: str = "http://127.0.0.1:9000"
+    upstream_kind: str = "twitter-v1"
+    upstream_timeout_s: float = 5.0
+    search_fresh_s: float = 30.0
+    search_stale_s: float = 300.0
+    # `serve --demo-blocking` only: adds the seed's blocking handler for `make bench-seed`
+    demo_blocking: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **flags) -> "Settings":
@@ -61,6 +69,15 @@ class Settings:
             sweep_interval_s=_number(env, "BB_SWEEP_INTERVAL_S", cls.sweep_interval_s, float,
                                      minimum=0.05, maximum=60),
             catalog_path=Path(env.get("BB_CATALOG", str(DEFAULT_CATALOG))),
+            upstream_url=_http_url(env.get("BB_UPSTREAM_URL") or cls.upstream_url),
+            upstream_kind=_choice(env, "BB_UPSTREAM_KIND", cls.upstream_kind, UPSTREAM_KINDS),
+            upstream_timeout_s=_number(env, "BB_UPSTREAM_TIMEOUT_S", cls.upstream_timeout_s,
+                                       float, minimum=0.1, maximum=120),
+            search_fresh_s=_number(env, "BB_SEARCH_FRESH_S", cls.search_fresh_s, float,
+                                   minimum=0.1, maximum=86400),
+            search_stale_s=_number(env, "BB_SEARCH_STALE_S", cls.search_stale_s, float,
+                                   minimum=0.1, maximum=7 * 86400),
+            demo_blocking=bool(flags.get("demo_blocking", False)),
         )
         if not settings.catalog_path.is_file():
             raise SettingsError(f"BB_CATALOG={settings.catalog_path}: no such file "
@@ -81,6 +98,26 @@ def _number(env, name, default, kind, minimum=None, maximum=None):
         raise SettingsError(f"{name}={raw!r} is out of range "
                             f"(allowed: {minimum} to {maximum if maximum is not None else 'any'})")
     return value
+
+
+def _choice(env, name, default, allowed):
+    value = env.get(name) or default
+    if value not in allowed:
+        raise SettingsError(f"{name}={value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+def _http_url(url: str) -> str:
+    try:
+        parsed = urlparse(url)
+        valid = parsed.scheme in ("http", "https") and bool(parsed.hostname) and not parsed.query
+        parsed.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        valid = False
+    if not valid:
+        raise SettingsError(f"BB_UPSTREAM_URL={url!r} is not an http(s) base URL "
+                            "(expected e.g. http://127.0.0.1:9000, the simulator)")
+    return url.rstrip("/")
 
 
 def _redis_url(url: str) -> str:

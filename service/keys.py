@@ -40,3 +40,34 @@ MAX_SKUS_PER_REQUEST = 50
 MAX_BODY_BYTES = 8 * 1024
 MAX_WS_MESSAGE_BYTES = 1024
 SESSION_MAX_AGE_DAYS = 30
+
+
+# Search cache (tweets per second). One value per normalised query, shared by every
+# instance; the lock makes a cold query cost one upstream request cluster-wide.
+SEARCH_PREFIX = f"{KEY_PREFIX}:search"
+
+
+def search_key(query_hash: str) -> str:
+    """JSON of the last good upstream result for the query (TTL: fresh + stale window)."""
+    return f"{SEARCH_PREFIX}:{query_hash}"
+
+
+def search_lock_key(query_hash: str) -> str:
+    """Single-flight lock: a random token, SET NX PX, released by compare-and-delete."""
+    return f"{SEARCH_PREFIX}:{query_hash}:lock"
+
+
+def search_error_key(query_hash: str) -> str:
+    """The last upstream failure for the query, kept briefly so a dead upstream is not hammered."""
+    return f"{SEARCH_PREFIX}:{query_hash}:error"
+
+
+SEARCH_ERROR_TTL_S = 5.0
+# the lock outlives the upstream timeout by this much, so a holder that dies mid-fetch
+# blocks the others for at most timeout + this
+SEARCH_LOCK_EXTRA_MS = 2000
+# how often a waiter looks for the lock holder's result (jittered +-20%)
+SEARCH_POLL_INTERVAL_S = 0.02
+MAX_QUERY_CHARS = 200
+# the simulator and the adapters never ask for more than this many posts
+MAX_RESULTS_PER_PAGE = 100

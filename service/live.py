@@ -171,6 +171,7 @@ class InventoryFeed:
             backoff.reset()
             log.info("subscribed to %s and resynchronised", keys.INVENTORY_CHANNEL)
             while True:
+                raise_if_cancelling()
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
                 if message is None or message.get("type") != "message":
                     continue

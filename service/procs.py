@@ -76,13 +76,14 @@ def start_redis(port: int, data_dir: Path, log_path: Path | None = None) -> subp
     return proc
 
 
-def start_instance(port: int, env: dict[str, str], log_path: Path | None = None) -> subprocess.Popen:
-    """`python -m service serve --port PORT` as a separate OS process."""
+def start_instance(port: int, env: dict[str, str], log_path: Path | None = None,
+                   extra_args: tuple[str, ...] = ()) -> subprocess.Popen:
+    """`python -m service serve --port PORT [extra_args]` as a separate OS process."""
     if not port_is_free(port):
         raise ProcessError(f"port {port} is in use: stop what uses it or choose other ports")
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL
-    return subprocess.Popen([sys.executable, "-m", "service", "serve", "--port", str(port)],
-                            cwd=ROOT, env={**os.environ, **env}, stdout=out,
+    return subprocess.Popen([sys.executable, "-m", "service", "serve", "--port", str(port),
+                             *extra_args], cwd=ROOT, env={**os.environ, **env}, stdout=out,
                             stderr=subprocess.STDOUT)
 
 
@@ -104,3 +105,30 @@ def stop(proc: subprocess.Popen, timeout_s: float = 15.0) -> int | None:
             proc.kill()
             proc.wait()
     return proc.returncode
+
+
+def start_upstream_sim(port: int, latency_ms: float = 0, error_rate: float = 0.0,
+                       log_path: Path | None = None, timeout_s: float = 20) -> subprocess.Popen:
+    """`python -m service upstream-sim` on 127.0.0.1:port; returns once it answers /stats."""
+    if not port_is_free(port):
+        raise ProcessError(f"port {port} is in use: stop what uses it or choose another "
+                           "simulator port")
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    proc = subprocess.Popen([sys.executable, "-m", "service", "upstream-sim", "--port", str(port),
+                             "--latency-ms", str(latency_ms), "--error-rate", str(error_rate)],
+                            cwd=ROOT, env=dict(os.environ), stdout=out, stderr=subprocess.STDOUT)
+    if log_path:
+        out.close()  # the child has its own copy
+
+    def answers() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=1) as reply:
+                return reply.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+    try:
+        wait_until(answers, timeout_s, f"upstream simulator on port {port}", proc)
+    except ProcessError:
+        stop(proc)
+        raise
+    return proc

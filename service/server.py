@@ -20,6 +20,8 @@ from service.catalog import Catalog
 from service.config import Settings
 from service.inventory import InventoryStore
 from service.live import InventoryFeed, LiveHub
+from service.rate import Upstream
+from service.search_cache import SearchCache
 from service.sockets import GOING_AWAY, KEEPALIVE_INTERVAL_S, ping_sockets
 
 log = logging.getLogger(__name__)
@@ -55,7 +57,11 @@ def build_services(settings: Settings) -> tuple[Services, aioredis.Redis]:
     store = InventoryStore(commands, catalog, settings.hold_ttl_s)
     hub = LiveHub(settings.instance_id)
     feed = InventoryFeed(pubsub, store, hub)
-    return Services(settings, catalog, commands, store, hub, feed), pubsub
+    search = SearchCache(commands, Upstream(settings.upstream_url, settings.upstream_kind,
+                                            settings.upstream_timeout_s),
+                         fresh_s=settings.search_fresh_s, stale_s=settings.search_stale_s,
+                         upstream_timeout_s=settings.upstream_timeout_s)
+    return Services(settings, catalog, commands, store, hub, feed, search=search), pubsub
 
 
 async def run_instance(settings: Settings) -> None:
@@ -91,6 +97,7 @@ async def run_instance(settings: Settings) -> None:
     if stuck:
         log.warning("background task(s) %s did not stop in time",
                     ", ".join(task.get_name() for task in stuck))
+    await services.search.aclose()  # background refreshes and the upstream HTTP client
     await services.redis.aclose()
     await pubsub_redis.aclose()
     log.info("instance %s stopped", settings.instance_id)

@@ -1,0 +1,274 @@
+"""The search cache every instance shares, in Redis.
+
+A result is *fresh* for `fresh_s` after it was fetched, then *stale* for `stale_s`: a
+stale result is answered at once while one background refresh runs. Freshness is
+judged by the reader from the stored fetch time, so instances agree without clocks in
+Redis (they share the host's clock, or NTP).
+
+Single flight. A cold query costs one upstream request however many requests, on
+however many instances, ask for it at once:
+  * in a process, the first request starts one task per query and the others await it,
+    so 25 local requests touch Redis as one;
+  * across processes, that task takes a Redis lock (SET NX PX with a random token,
+    released by a compare-and-delete script). Whoever holds it fetches and writes the
+    value; the others poll the value key every ~20 ms, bounded by the upstream timeout.
+    Polling needs no pub/sub connection and survives a holder that dies: its lock
+    expires, and the next poller takes it over.
+Answers obtained from someone else's fetch are `coalesced`.
+
+Early refresh (XFetch: Vattani, Chierichetti, Lowenstein, "Optimal Probabilistic Cache
+Stampede Prevention", VLDB 2015). Each value carries its fetch duration `delta`; a fresh
+hit also refreshes in the background when `now - delta * beta * ln(rand()) >= expiry`.
+The closer the expiry and the slower the upstream, the likelier; a hot query is renewed
+before it goes stale and a cold one is left to expire.
+
+Failures are remembered for keys.SEARCH_ERROR_TTL_S: requests for a query whose fetch
+just failed get the same error (or the stale value) without touching the upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import hashlib
+import logging
+import math
+import random
+import secrets
+import time
+from typing import Callable
+
+from redis.exceptions import RedisError
+
+from service import keys
+from service.rate import SearchResult, UpstreamError, UpstreamTimeout
+
+log = logging.getLogger(__name__)
+
+MISS, HIT, STALE, COALESCED = "miss", "hit", "stale", "coalesced"
+XFETCH_BETA = 1.0
+TASK_STOP_TIMEOUT_S = 2.0
+
+# Delete the lock only if it is still ours: it may have expired and been taken by
+# another instance while our fetch ran long.
+RELEASE_LOCK_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def normalise(query: str) -> str:
+    """The form a query is searched and cached under: trimmed, inner whitespace collapsed."""
+    return " ".join(query.split())
+
+
+def query_hash(query: str) -> str:
+    return hashlib.sha256(normalise(query).encode()).hexdigest()
+
+
+def iso_utc(epoch_s: float | None) -> str | None:
+    if epoch_s is None:
+        return None
+    moment = datetime.datetime.fromtimestamp(epoch_s, datetime.timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclasses.dataclass(frozen=True)
+class Lookup:
+    """A result and how the cache produced it (miss, hit, stale or coalesced)."""
+
+    result: SearchResult
+    cache: str
+
+    def as_api(self, instance: str) -> dict:
+        r = self.result
+        return {"query": r.query, "tweetsPerSecond": r.tweets_per_second,
+                "resultCount": r.result_count, "oldest": iso_utc(r.oldest),
+                "fetchedAt": iso_utc(r.fetched_at), "cache": self.cache, "instance": instance}
+
+
+class SearchCache:
+    """Looks queries up in Redis, fetching through `upstream` (which it owns and closes)."""
+
+    def __init__(self, redis, upstream, *, fresh_s: float, stale_s: float,
+                 upstream_timeout_s: float, clock: Callable[[], float] = time.time,
+                 rand: Callable[[], float] = random.random):
+        self.redis = redis
+        self.upstream = upstream
+        self.fresh_s = fresh_s
+        self.stale_s = stale_s
+        self.lock_ttl_ms = int(upstream_timeout_s * 1000) + keys.SEARCH_LOCK_EXTRA_MS
+        self.clock = clock
+        self.rand = rand
+        self._release_lock = redis.register_script(RELEASE_LOCK_LUA)
+        self._flights: dict[str, asyncio.Task] = {}  # query hash -> the task filling a miss
+        self._refreshing: dict[str, asyncio.Task] = {}  # query hash -> background refresh
+        self._tasks: set[asyncio.Task] = set()  # everything we started, for aclose()
+        self._closed = False
+
+    async def lookup(self, query: str) -> Lookup:
+        """The result for `query`. Raises UpstreamError (when nothing usable is cached),
+        QueryNotSupported, or RedisError."""
+        query = normalise(query)
+        self.upstream.check_query(query)
+        digest = query_hash(query)
+        flight = self._flights.get(digest)
+        if flight is not None:  # this process is already filling this miss: share it
+            result, _ = await asyncio.shield(flight)
+            return Lookup(result, COALESCED)
+        entry = self._decode(await self.redis.get(keys.search_key(digest)))
+        now = self.clock()
+        if entry is not None:
+            if self._is_fresh(entry, now):
+                if self._xfetch_due(entry, now):
+                    self._refresh_soon(query, digest, entry)
+                return Lookup(entry, HIT)
+            if now - entry.fetched_at < self.fresh_s + self.stale_s:
+                self._refresh_soon(query, digest, entry)
+                return Lookup(entry, STALE)
+        failure = await self.redis.get(keys.search_error_key(digest))
+        if failure is not None:
+            raise UpstreamError.from_json(failure)
+        # the awaits above let other requests in: one of them may have started the fill
+        flight = self._flights.get(digest)
+        mine = flight is None
+        if mine:
+            flight = self._spawn(self._fill(query, digest), f"search-fill-{digest[:8]}")
+            self._flights[digest] = flight
+            flight.add_done_callback(lambda done: self._forget(self._flights, digest, done))
+        result, fetched_here = await asyncio.shield(flight)
+        return Lookup(result, MISS if mine and fetched_here else COALESCED)
+
+    async def aclose(self) -> None:
+        """Cancel fills and background refreshes, then close the upstream client."""
+        self._closed = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            _, stuck = await asyncio.wait(tasks, timeout=TASK_STOP_TIMEOUT_S)
+            if stuck:
+                log.warning("%d search task(s) did not stop in time", len(stuck))
+        await self.upstream.aclose()
+
+    # ------------------------------------------------------------------ internals
+
+    def _is_fresh(self, entry: SearchResult, now: float) -> bool:
+        return now - entry.fetched_at < self.fresh_s
+
+    def _xfetch_due(self, entry: SearchResult, now: float) -> bool:
+        expiry = entry.fetched_at + self.fresh_s
+        # 1 - random() lies in (0, 1], so the log is finite
+        return now - entry.fetch_s * XFETCH_BETA * math.log(1.0 - self.rand()) >= expiry
+
+    def _decode(self, raw) -> SearchResult | None:
+        if raw is None:
+            return None
+        try:
+            return SearchResult.from_json(raw)
+        except ValueError as exc:  # written by another version, or by hand: refetch it
+            log.warning("ignoring an unreadable cached search result (%s)", exc)
+            return None
+
+    def _spawn(self, coro, name: str) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        # the exception is delivered to every awaiter; a task nobody awaited any more
+        # (all its requesters gone) must not log "exception was never retrieved"
+        task.add_done_callback(lambda done: done.cancelled() or done.exception())
+        return task
+
+    @staticmethod
+    def _forget(table: dict, digest: str, task: asyncio.Task) -> None:
+        if table.get(digest) is task:
+            del table[digest]
+
+    async def _fill(self, query: str, digest: str) -> tuple[SearchResult, bool]:
+        """Fill a miss, cluster-wide single flight: (result, whether we fetched it)."""
+        lock = keys.search_lock_key(digest)
+        # a holder gets lock_ttl to finish; a waiter gives up a little later
+        deadline = time.monotonic() + self.lock_ttl_ms / 1000 + 1.0
+        while True:
+            token = secrets.token_hex(16)
+            if await self.redis.set(lock, token, nx=True, px=self.lock_ttl_ms):
+                try:
+                    # another instance may have filled it between our GET and our SET NX
+                    entry = self._decode(await self.redis.get(keys.search_key(digest)))
+                    if entry is not None and self._is_fresh(entry, self.clock()):
+                        return entry, False
+                    return await self._fetch_and_store(query, digest), True
+                finally:
+                    await self._release(lock, token)
+            # another instance is fetching it: wait for its value, or its error
+            while True:
+                if time.monotonic() >= deadline:
+                    raise UpstreamTimeout("timed out waiting for another instance's fetch "
+                                          "of the same query")
+                await asyncio.sleep(keys.SEARCH_POLL_INTERVAL_S * random.uniform(0.8, 1.2))
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.get(keys.search_key(digest))
+                    pipe.get(keys.search_error_key(digest))
+                    pipe.exists(lock)
+                    raw, failure, locked = await pipe.execute()
+                entry = self._decode(raw)
+                if entry is not None and self._is_fresh(entry, self.clock()):
+                    return entry, False
+                if failure is not None:
+                    raise UpstreamError.from_json(failure)
+                if not locked:
+                    break  # the holder died or gave up without an answer: take over
+
+    async def _fetch_and_store(self, query: str, digest: str) -> SearchResult:
+        try:
+            result = await self.upstream.search(query)
+        except UpstreamError as exc:
+            await self.redis.set(keys.search_error_key(digest), exc.to_json(),
+                                 px=int(keys.SEARCH_ERROR_TTL_S * 1000))
+            raise
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(keys.search_key(digest), result.to_json(),
+                     px=int((self.fresh_s + self.stale_s) * 1000))
+            pipe.delete(keys.search_error_key(digest))
+            await pipe.execute()
+        return result
+
+    async def _release(self, lock: str, token: str) -> None:
+        try:
+            await self._release_lock(keys=[lock], args=[token])
+        except RedisError as exc:  # it expires on its own within lock_ttl_ms
+            log.warning("could not release search lock %s (%s)", lock, exc)
+
+    def _refresh_soon(self, query: str, digest: str, seen: SearchResult) -> None:
+        """Start one background refresh of the query in this process, unless one runs."""
+        if self._closed or digest in self._refreshing:
+            return
+        task = self._spawn(self._refresh(query, digest, seen), f"search-refresh-{digest[:8]}")
+        self._refreshing[digest] = task
+        task.add_done_callback(lambda done: self._forget(self._refreshing, digest, done))
+
+    async def _refresh(self, query: str, digest: str, seen: SearchResult) -> None:
+        lock = keys.search_lock_key(digest)
+        try:
+            if await self.redis.exists(keys.search_error_key(digest)):
+                return  # it just failed: keep serving what we have, leave the upstream be
+            token = secrets.token_hex(16)
+            if not await self.redis.set(lock, token, nx=True, px=self.lock_ttl_ms):
+                return  # another instance (or a fill) is fetching it right now
+            try:
+                current = self._decode(await self.redis.get(keys.search_key(digest)))
+                if current is not None and current.fetched_at > seen.fetched_at:
+                    return  # refreshed elsewhere since we looked
+                await self._fetch_and_store(query, digest)
+            finally:
+                await self._release(lock, token)
+        except asyncio.CancelledError:
+            raise
+        except UpstreamError as exc:
+            log.info("background refresh of %r failed (%s); serving the cached value", query,
+                     exc.message)
+        except RedisError as exc:
+            log.warning("background refresh of %r: Redis unavailable (%s)", query, exc)
