@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import secrets
 import socket
@@ -11,7 +10,6 @@ from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlparse
 
-log = logging.getLogger(__name__)
 
 DEFAULT_CATALOG = Path(__file__).parent / "data" / "books.json"
 UPSTREAM_KINDS = ("twitter-v1", "mastodon")
@@ -28,6 +26,8 @@ class Settings:
     port: int = 8000
     instance_id: str = ""
     cookie_secret: str = dataclasses.field(default="", repr=False)
+    # True when BB_COOKIE_SECRET was unset and a random one was made for this process
+    cookie_secret_is_random: bool = False
     hold_ttl_s: float = 900.0
     longpoll_timeout_s: float = 25.0
     drain_s: float = 10.0
@@ -47,13 +47,7 @@ class Settings:
         env = os.environ if environ is None else environ
         port = flags.get("port") or _number(env, "BB_PORT", 8000, int, minimum=1, maximum=65535)
         secret = env.get("BB_COOKIE_SECRET", "")
-        if not secret:
-            # A per-process secret works for one instance; several instances behind one
-            # proxy must share it or they refuse each other's sessions.
-            log.warning("BB_COOKIE_SECRET is not set: using a random one; instances will "
-                        "not accept each other's sessions. Set BB_COOKIE_SECRET for a cluster.")
-            secret = secrets.token_hex(32)
-        elif len(secret) < 16:
+        if secret and len(secret) < 16:
             raise SettingsError("BB_COOKIE_SECRET is too short: use at least 16 characters "
                                 "(e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`)")
         settings = cls(
@@ -61,7 +55,10 @@ class Settings:
             host=flags.get("host") or env.get("BB_HOST", cls.host),
             port=port,
             instance_id=env.get("BB_INSTANCE_ID") or f"{socket.gethostname()}-{port}",
-            cookie_secret=secret,
+            # A per-process secret works for one instance; several instances behind one
+            # proxy must share it or they refuse each other's sessions.
+            cookie_secret=secret or secrets.token_hex(32),
+            cookie_secret_is_random=not secret,
             hold_ttl_s=_number(env, "BB_HOLD_TTL_S", cls.hold_ttl_s, float, minimum=0.1),
             longpoll_timeout_s=_number(env, "BB_LONGPOLL_TIMEOUT_S", cls.longpoll_timeout_s,
                                        float, minimum=0.1, maximum=3600),

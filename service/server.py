@@ -66,6 +66,9 @@ def build_services(settings: Settings) -> tuple[Services, aioredis.Redis]:
 
 async def run_instance(settings: Settings) -> None:
     """Serve until SIGTERM/SIGINT, then drain within settings.drain_s."""
+    if settings.cookie_secret_is_random:
+        log.warning("BB_COOKIE_SECRET is not set: using a random one; instances will not "
+                    "accept each other's sessions. Set BB_COOKIE_SECRET for a cluster.")
     services, pubsub_redis = build_services(settings)
     try:
         sockets = bind_sockets(settings.port, settings.host)

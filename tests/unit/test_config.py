@@ -32,6 +32,18 @@ def test_environment_and_flags():
     ("BB_REDIS_URL", "http://x", "not a Redis URL"),
     ("BB_COOKIE_SECRET", "short", "too short"),
     ("BB_CATALOG", "/no/such/file.json", "no such file"),
+    ("BB_UPSTREAM_URL", "ftp://127.0.0.1:9000", "not an http"),
+    ("BB_UPSTREAM_URL", "127.0.0.1:9000", "not an http"),
+    ("BB_UPSTREAM_URL", "http://", "not an http"),
+    ("BB_UPSTREAM_URL", "http://127.0.0.1:port", "not an http"),
+    ("BB_UPSTREAM_URL", "http://127.0.0.1:9000/?q=x", "not an http"),
+    ("BB_UPSTREAM_KIND", "twitter-v2", "not one of twitter-v1, mastodon"),
+    ("BB_UPSTREAM_TIMEOUT_S", "0", "out of range"),
+    ("BB_UPSTREAM_TIMEOUT_S", "fast", "not a valid float"),
+    ("BB_SEARCH_FRESH_S", "-5", "out of range"),
+    ("BB_SEARCH_FRESH_S", "0", "out of range"),
+    ("BB_SEARCH_STALE_S", "inf", "out of range"),
+    ("BB_SEARCH_STALE_S", "0", "out of range"),
 ])
 def test_bad_values_fail_with_a_clear_message(name, value, words):
     with pytest.raises(SettingsError, match=words) as refused:
@@ -39,8 +51,25 @@ def test_bad_values_fail_with_a_clear_message(name, value, words):
     assert name in str(refused.value)
 
 
+def test_search_settings():
+    defaults = Settings.from_env(SECRET)
+    assert (defaults.upstream_url, defaults.upstream_kind, defaults.upstream_timeout_s,
+            defaults.search_fresh_s, defaults.search_stale_s, defaults.demo_blocking) == \
+        ("http://127.0.0.1:9000", "twitter-v1", 5.0, 30.0, 300.0, False)
+    settings = Settings.from_env({**SECRET, "BB_UPSTREAM_URL": "https://mastodon.local/",
+                                  "BB_UPSTREAM_KIND": "mastodon", "BB_UPSTREAM_TIMEOUT_S": "2.5",
+                                  "BB_SEARCH_FRESH_S": "10", "BB_SEARCH_STALE_S": "60"},
+                                 demo_blocking=True)
+    assert (settings.upstream_url, settings.upstream_kind, settings.upstream_timeout_s,
+            settings.search_fresh_s, settings.search_stale_s, settings.demo_blocking) == \
+        ("https://mastodon.local", "mastodon", 2.5, 10.0, 60.0, True)
+
+
 def test_missing_secret_is_generated_per_process():
-    assert Settings.from_env({}).cookie_secret != Settings.from_env({}).cookie_secret
+    first, second = Settings.from_env({}), Settings.from_env({})
+    assert first.cookie_secret != second.cookie_secret
+    assert first.cookie_secret_is_random
+    assert not Settings.from_env({"BB_COOKIE_SECRET": "s" * 16}).cookie_secret_is_random
 
 
 @pytest.mark.parametrize("content, words", [
