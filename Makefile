@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-unit test-integration deps venv bench-fanout clean
+.PHONY: demo test test-unit test-integration deps venv bench-fanout bench-seed bench-seed-deps clean
 
 # The virtualenv is rebuilt whenever pyproject.toml changes.
 venv: $(VENV)/.installed
@@ -15,10 +15,10 @@ $(VENV)/.installed: pyproject.toml
 
 # Debian packages (installed with apt-get when missing and running as root).
 deps:
-	scripts/ensure-system-deps.sh redis-server
+	scripts/ensure-system-deps.sh redis-server nginx
 
 demo: deps venv
-	$(BIN)/python -m service up --instances $${BB_DEMO_INSTANCES:-2}
+	$(BIN)/python -m service up --instances $${BB_DEMO_INSTANCES:-3}
 
 test: deps venv
 	$(BIN)/pytest -q
@@ -31,6 +31,13 @@ test-integration: deps venv
 
 bench-fanout: deps venv
 	$(BIN)/python bench/fanout.py $(ARGS)
+
+# The chapter's siege benchmark (tweets per second): blocking, async, cached, bare.
+bench-seed-deps:
+	scripts/ensure-system-deps.sh redis-server siege
+
+bench-seed: bench-seed-deps venv
+	$(BIN)/python bench/seed.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache *.egg-info

@@ -9,11 +9,12 @@ import redis.asyncio as aioredis
 import tornado.web
 from tornado.routing import PathMatches, Rule
 
-from service import handlers, keys, rate_handlers
+from service import handlers, keys, ops_handlers, rate_handlers
 from service.catalog import Catalog
 from service.config import Settings
 from service.inventory import InventoryStore
 from service.live import InventoryFeed, LiveHub
+from service.metrics import Metrics
 from service.search_cache import SearchCache
 from service.sockets import StatusSocketHandler
 
@@ -32,6 +33,10 @@ class Services:
     draining: bool = False
     inflight: int = 0
     search: SearchCache | None = None  # tweets per second; None in tests that need no search
+    metrics: Metrics = dataclasses.field(default_factory=Metrics)
+
+    def __post_init__(self):
+        self.metrics.bind(self)
 
 
 class WebSocketUpgradeMatches(PathMatches):
@@ -54,6 +59,9 @@ def make_app(services: Services) -> tornado.web.Application:
         (r"/api/books", handlers.BooksApiHandler),
         (r"/healthz", handlers.HealthHandler),
         (r"/readyz", handlers.ReadyHandler),
+        (r"/metrics", ops_handlers.MetricsHandler),
+        (r"/admin/cluster", ops_handlers.ClusterPageHandler),
+        (r"/admin/cluster\.json", ops_handlers.ClusterApiHandler),
         (r"/rate", rate_handlers.RatePageHandler),
         (r"/api/rate", rate_handlers.RateApiHandler),
     ]
@@ -69,4 +77,5 @@ def make_app(services: Services) -> tornado.web.Application:
         # keep-alive pings come from one task per process (sockets.ping_sockets),
         # not from a timer per socket
         websocket_ping_interval=0,
+        log_function=handlers.access_logger(services.settings.trusted_proxies),
     )

@@ -1,4 +1,4 @@
-"""Command line: `python -m service serve | stock show | stock set SKU N | up | upstream-sim`."""
+"""Command line: `python -m service serve | stock show|set | up | ctl | upstream-sim`."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ import argparse
 import asyncio
 import logging
 import sys
+from pathlib import Path
 
 from redis.exceptions import RedisError
 
 from service.catalog import CatalogError
 from service.config import Settings, SettingsError
+
+DEFAULT_VAR_DIR = Path(__file__).resolve().parent.parent / "var"
 
 
 def _logging(instance_id: str = "-") -> None:
@@ -72,13 +75,31 @@ def cmd_stock(args) -> int:
 
 def cmd_up(args) -> int:
     from service.cluster import ClusterError, run_cluster
+    from service.deploy import DeployError, Layout
     _logging("up")
     try:
-        return run_cluster(instances=args.instances, first_app_port=args.first_port,
-                           redis_port=args.redis_port)
+        layout = Layout(instances=args.instances, http_port=args.http_port,
+                        first_app_port=args.first_port, redis_port=args.redis_port,
+                        upstream_port=args.upstream_port, drain_s=settings_drain_s(),
+                        var_dir=Path(args.var_dir).resolve())
+        return run_cluster(layout)
+    except (ClusterError, DeployError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def cmd_ctl(args) -> int:
+    from service.cluster import ClusterError, run_ctl
+    try:
+        return run_ctl(Path(args.var_dir).resolve(), args.action, args.name)
     except ClusterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def settings_drain_s() -> float:
+    """BB_DRAIN_S, validated like every setting, for the cluster's stop timeouts."""
+    return Settings.from_env().drain_s
 
 
 def cmd_upstream_sim(args) -> int:
@@ -142,11 +163,25 @@ def parser() -> argparse.ArgumentParser:
     set_stock.add_argument("count", type=non_negative_int)
     stock.set_defaults(func=cmd_stock)
 
-    up = commands.add_parser("up", help="run a local demo cluster: Redis and N instances")
-    up.add_argument("--instances", type=int, default=2)
-    up.add_argument("--first-port", type=int, default=8001, help="port of app-1 (default 8001)")
-    up.add_argument("--redis-port", type=int, default=6390)
+    up = commands.add_parser("up", help="run the local cluster under supervisord: Redis, the "
+                             "upstream simulator, N instances and nginx")
+    up.add_argument("--instances", type=int, default=3, help="app instances (default 3)")
+    up.add_argument("--http-port", type=int, default=8000, help="nginx's port (default 8000)")
+    up.add_argument("--first-port", type=int, default=8001,
+                    help="port of app-1; app-2 gets the next one, … (default 8001)")
+    up.add_argument("--redis-port", type=int, default=6390, help="default 6390")
+    up.add_argument("--upstream-port", type=int, default=9000,
+                    help="the upstream simulator's port (default 9000)")
+    up.add_argument("--var-dir", default=str(DEFAULT_VAR_DIR),
+                    help="where configs, data and logs go (default ./var)")
     up.set_defaults(func=cmd_up)
+
+    ctl = commands.add_parser("ctl", help="operate the running cluster of `up`")
+    ctl.add_argument("action", choices=["status", "start", "stop", "restart", "restart-all"])
+    ctl.add_argument("name", nargs="?", help="a process: app-1…, nginx, redis, upstream-sim")
+    ctl.add_argument("--var-dir", default=str(DEFAULT_VAR_DIR),
+                     help="the var/ folder of the cluster (default ./var)")
+    ctl.set_defaults(func=cmd_ctl)
 
     sim = commands.add_parser("upstream-sim", help="run the simulated upstream search API")
     sim.add_argument("--port", type=int, default=9000, help="port to listen on (default 9000)")

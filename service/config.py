@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import secrets
 import socket
@@ -38,6 +39,10 @@ class Settings:
     upstream_timeout_s: float = 5.0
     search_fresh_s: float = 30.0
     search_stale_s: float = 300.0
+    # empty: /admin/cluster is off
+    admin_token: str = dataclasses.field(default="", repr=False)
+    # peers whose X-Real-IP / X-Forwarded-For are believed (the proxy in front)
+    trusted_proxies: tuple[str, ...] = ("127.0.0.1/32", "::1/128")
     # `serve --demo-blocking` only: adds the seed's blocking handler for `make bench-seed`
     demo_blocking: bool = False
 
@@ -74,6 +79,8 @@ class Settings:
                                    minimum=0.1, maximum=86400),
             search_stale_s=_number(env, "BB_SEARCH_STALE_S", cls.search_stale_s, float,
                                    minimum=0.1, maximum=7 * 86400),
+            admin_token=_admin_token(env.get("BB_ADMIN_TOKEN", "")),
+            trusted_proxies=_networks(env, "BB_TRUSTED_PROXIES", cls.trusted_proxies),
             demo_blocking=bool(flags.get("demo_blocking", False)),
         )
         if not settings.catalog_path.is_file():
@@ -95,6 +102,27 @@ def _number(env, name, default, kind, minimum=None, maximum=None):
         raise SettingsError(f"{name}={raw!r} is out of range "
                             f"(allowed: {minimum} to {maximum if maximum is not None else 'any'})")
     return value
+
+
+def _admin_token(token: str) -> str:
+    if token and len(token) < 16:
+        raise SettingsError("BB_ADMIN_TOKEN is too short: use at least 16 characters, or leave "
+                            "it unset to turn /admin/cluster off")
+    return token
+
+
+def _networks(env, name, default) -> tuple[str, ...]:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    networks = []
+    for item in raw.split(","):
+        try:
+            networks.append(str(ipaddress.ip_network(item.strip(), strict=False)))
+        except ValueError:
+            raise SettingsError(f"{name}: {item.strip()!r} is not an IP address or network "
+                                "(e.g. 127.0.0.1,10.0.0.0/8)") from None
+    return tuple(networks)
 
 
 def _choice(env, name, default, allowed):

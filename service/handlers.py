@@ -7,6 +7,7 @@ look like {"error": code, "message": text}.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import random
@@ -57,6 +58,35 @@ def is_ahead_of(entry: Entry, cursor: tuple[str | None, int]) -> bool:
     return (epoch is not None and epoch != snapshot.epoch) or snapshot.version > version
 
 
+def client_ip(request, trusted_networks) -> str:
+    """The client's address: the proxy's X-Real-IP / X-Forwarded-For only if the peer is
+    a trusted proxy (BB_TRUSTED_PROXIES); anyone else could write any address there."""
+    peer = request.remote_ip
+    try:
+        trusted = any(ipaddress.ip_address(peer) in network for network in trusted_networks)
+    except ValueError:
+        return peer
+    if not trusted:
+        return peer
+    forwarded = request.headers.get("X-Real-IP") or \
+        request.headers.get("X-Forwarded-For", "").split(",")[-1].strip()
+    return forwarded or peer
+
+
+def access_logger(trusted_proxies):
+    """Tornado's log_function: one line per request with the client's real address."""
+    networks = [ipaddress.ip_network(n) for n in trusted_proxies]
+    access_log = logging.getLogger("tornado.access")
+
+    def log_request(handler) -> None:
+        status = handler.get_status()
+        level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+        request = handler.request
+        access_log.log(level, "%d %s %s (%s) %.1fms", status, request.method, request.uri,
+                       client_ip(request, networks), 1000 * request.request_time())
+    return log_request
+
+
 class ShopMixin:
     """What every handler of ours (HTTP and WebSocket) shares."""
 
@@ -66,6 +96,9 @@ class ShopMixin:
 
     def set_default_headers(self):
         self.set_header("X-Instance", self.services.settings.instance_id)
+        if self.services.draining:
+            # a proxy must not send this connection another request
+            self.set_header("Connection", "close")
 
     def requested_skus(self) -> list[str]:
         """The `sku` arguments (repeatable; default: the featured book), validated."""
@@ -96,6 +129,7 @@ class ShopMixin:
         else:
             code = HTTPStatus(status_code).phrase.lower().replace(" ", "_")
             message, extra = HTTPStatus(status_code).description or code, {}
+        self.error_code = code
         if status_code == 503:
             self.set_header("Retry-After", "1")
         if self.wants_html():
@@ -197,6 +231,14 @@ class BooksApiHandler(BaseHandler):
 class CartHandler(BaseHandler):
     """POST /cart: form fields or JSON `session`, `action` (add|remove), optional `sku`."""
 
+    action = "none"  # for the metrics: add, remove, or none when it was not valid
+
+    def on_finish(self):
+        if getattr(self, "_counted", False):  # once, though a closed connection calls it too
+            result = "ok" if self.get_status() < 400 else getattr(self, "error_code", "error")
+            self.services.metrics.cart_operations.labels(self.action, result).inc()
+        super().on_finish()
+
     async def post(self):
         if sessions.is_cross_site(self.request.headers, self.request.host):
             raise ApiError(403, "cross_site", "cross-site requests may not change a cart")
@@ -211,6 +253,7 @@ class CartHandler(BaseHandler):
         action = fields.get("action")
         if action not in ("add", "remove"):
             raise ApiError(400, "bad_action", "action must be 'add' or 'remove'")
+        self.action = action
         sku = fields.get("sku") or self.services.catalog.featured
         next_path = fields.get("next")
         if next_path is not None and not (next_path.startswith("/") and not next_path.startswith("//")):

@@ -42,24 +42,26 @@ MAX_WS_MESSAGE_BYTES = 1024
 SESSION_MAX_AGE_DAYS = 30
 
 
-# Search cache (tweets per second). One value per normalised query, shared by every
-# instance; the lock makes a cold query cost one upstream request cluster-wide.
+# Search cache (tweets per second). One value per normalised query (by its sha256),
+# shared by every instance; the lock makes a cold query cost one upstream request
+# cluster-wide. The three keys of a query share a hash tag, like a SKU's, so the
+# multi-key reads and the write-and-unlock transaction stay on one Redis Cluster node.
 SEARCH_PREFIX = f"{KEY_PREFIX}:search"
 
 
 def search_key(query_hash: str) -> str:
     """JSON of the last good upstream result for the query (TTL: fresh + stale window)."""
-    return f"{SEARCH_PREFIX}:{query_hash}"
+    return f"{SEARCH_PREFIX}:{{{query_hash}}}"
 
 
 def search_lock_key(query_hash: str) -> str:
     """Single-flight lock: a random token, SET NX PX, released by compare-and-delete."""
-    return f"{SEARCH_PREFIX}:{query_hash}:lock"
+    return f"{SEARCH_PREFIX}:{{{query_hash}}}:lock"
 
 
 def search_error_key(query_hash: str) -> str:
     """The last upstream failure for the query, kept briefly so a dead upstream is not hammered."""
-    return f"{SEARCH_PREFIX}:{query_hash}:error"
+    return f"{SEARCH_PREFIX}:{{{query_hash}}}:error"
 
 
 SEARCH_ERROR_TTL_S = 5.0
@@ -68,6 +70,24 @@ SEARCH_ERROR_TTL_S = 5.0
 SEARCH_LOCK_EXTRA_MS = 2000
 # how often a waiter looks for the lock holder's result (jittered +-20%)
 SEARCH_POLL_INTERVAL_S = 0.02
+# a process keeps a fresh result it has read this long, at most, before asking Redis
+# again: a hot query costs Redis one GET per second per instance, not one per request
+SEARCH_LOCAL_TTL_S = 1.0
+SEARCH_LOCAL_MAX_ENTRIES = 1000
 MAX_QUERY_CHARS = 200
 # the simulator and the adapters never ask for more than this many posts
 MAX_RESULTS_PER_PAGE = 100
+
+
+# Instance heartbeats: one key per instance, refreshed while it runs and gone soon after
+# it stops; and a sorted set (id -> last beat, ms) so the admin page can list the gone.
+HEARTBEAT_INTERVAL_S = 2.0
+HEARTBEAT_TTL_S = 10
+INSTANCES_KEY = f"{KEY_PREFIX}:instances"
+# a gone instance is listed this long, then forgotten
+GONE_INSTANCE_MEMORY_S = 3600
+
+
+def heartbeat_key(instance_id: str) -> str:
+    """JSON of the instance's figures, with a TTL of HEARTBEAT_TTL_S."""
+    return f"{KEY_PREFIX}:instance:{instance_id}"

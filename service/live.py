@@ -64,6 +64,9 @@ class LiveHub:
         self._entries: dict[str, Entry] = {}
         self._waiters: dict[str, set[asyncio.Future]] = defaultdict(set)
         self._subscribers: dict[str, set[Subscriber]] = defaultdict(set)
+        # snapshots handed out, by transport (read by /metrics; counted per change, not
+        # per client, so the fan-out loop stays bare)
+        self.deliveries = {"websocket": 0, "longpoll": 0}
 
     def current(self, sku: str) -> Entry | None:
         return self._entries.get(sku)
@@ -75,12 +78,16 @@ class LiveHub:
             return False
         entry = Entry.build(snapshot, self.instance_id)
         self._entries[snapshot.sku] = entry
-        for waiter in self._waiters.pop(snapshot.sku, ()):
+        waiters = self._waiters.pop(snapshot.sku, ())
+        for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(entry)
         # copy: a push may close a dead socket, whose cleanup edits the set
-        for subscriber in list(self._subscribers.get(snapshot.sku, ())):
+        subscribers = list(self._subscribers.get(snapshot.sku, ()))
+        for subscriber in subscribers:
             subscriber.push(entry)
+        self.deliveries["longpoll"] += len(waiters)
+        self.deliveries["websocket"] += len(subscribers)
         return True
 
     def wait(self, skus: Iterable[str]) -> asyncio.Future:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import signal
 import time
@@ -14,12 +15,16 @@ from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
+from redis.exceptions import RedisError
+
+from service import keys
 from service.app import Services, make_app
 from service.background import every
 from service.catalog import Catalog
 from service.config import Settings
 from service.inventory import InventoryStore
 from service.live import InventoryFeed, LiveHub
+from service.metrics import send_heartbeat
 from service.rate import Upstream
 from service.search_cache import SearchCache
 from service.sockets import GOING_AWAY, KEEPALIVE_INTERVAL_S, ping_sockets
@@ -30,6 +35,8 @@ log = logging.getLogger(__name__)
 SERVER_MAX_BODY_BYTES = 1024 * 1024
 # background tasks get this long to finish after cancellation before we stop waiting
 TASK_STOP_TIMEOUT_S = 2.0
+# Longer than nginx's upstream keepalive_timeout (2 s, nginx/*.conf and deploy.py).
+KEEPALIVE_GRACE_S = 3.0
 
 
 class PortInUse(OSError):
@@ -85,6 +92,9 @@ async def run_instance(settings: Settings) -> None:
                                   "hold sweeper"), name="hold-sweeper"),
         asyncio.create_task(every(KEEPALIVE_INTERVAL_S, keep_sockets_alive(services.hub), log,
                                   "socket keep-alive"), name="socket-keepalive"),
+        asyncio.create_task(every(keys.HEARTBEAT_INTERVAL_S,
+                                  functools.partial(send_heartbeat, services, time.time()), log,
+                                  "heartbeat"), name="heartbeat"),
     ]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -101,6 +111,10 @@ async def run_instance(settings: Settings) -> None:
         log.warning("background task(s) %s did not stop in time",
                     ", ".join(task.get_name() for task in stuck))
     await services.search.aclose()  # background refreshes and the upstream HTTP client
+    try:  # tell the cluster at once rather than when the heartbeat expires
+        await services.redis.delete(keys.heartbeat_key(settings.instance_id))
+    except (RedisError, OSError):
+        pass
     await services.redis.aclose()
     await pubsub_redis.aclose()
     log.info("instance %s stopped", settings.instance_id)
@@ -115,9 +129,14 @@ def keep_sockets_alive(hub: LiveHub):
 
 
 async def drain(services: Services, server: HTTPServer, drain_s: float) -> None:
-    """Stop taking connections, answer long-polls, close sockets 1001, finish requests."""
+    """Stop taking connections, answer long-polls, close sockets 1001, finish requests.
+
+    Connections a proxy keeps alive stay open (answered with `Connection: close`) until
+    the proxy drops them or KEEPALIVE_GRACE_S passes: closing one under the proxy's feet
+    could fail a POST it had just sent, which it must not retry elsewhere.
+    """
     started = time.monotonic()
-    services.draining = True  # /readyz turns 503; new long-polls answer at once
+    services.draining = True  # /readyz 503, `Connection: close`, long-polls answer at once
     server.stop()
     services.hub.release_all()
     sockets = services.hub.subscribers()
@@ -125,14 +144,23 @@ async def drain(services: Services, server: HTTPServer, drain_s: float) -> None:
         socket_handler.close(GOING_AWAY, "server shutting down")
     log.info("draining: %d socket(s) closed, %d request(s) in flight", len(sockets),
              services.inflight)
-    while services.inflight > 0 and time.monotonic() - started < drain_s:
+
+    def elapsed_s() -> float:
+        return time.monotonic() - started
+
+    def busy() -> bool:
+        # Tornado's own set of open HTTP connections (WebSockets included until closed)
+        open_connections = len(getattr(server, "_connections", ()))
+        return services.inflight > 0 or (open_connections > 0 and elapsed_s() < KEEPALIVE_GRACE_S)
+    while busy() and elapsed_s() < drain_s:
         services.hub.release_all()
         await asyncio.sleep(0.05)
     if services.inflight:
         log.warning("drain time (%.1fs) over with %d request(s) still in flight",
                     drain_s, services.inflight)
-    remaining_s = max(0.1, drain_s - (time.monotonic() - started))
+    remaining_s = max(0.1, drain_s - elapsed_s())
     try:
         await asyncio.wait_for(server.close_all_connections(), timeout=remaining_s)
     except asyncio.TimeoutError:
         log.warning("some connections did not close within the drain time")
+    log.info("drained in %.2fs", elapsed_s())

@@ -6,6 +6,9 @@ OS processes (started and stopped with service.procs), plus small async clients.
                Teardown stops every process by PID (procs.stop), even when the test failed.
 * `shop`     - function scope: HTTP (tornado AsyncHTTPClient) and WebSocket clients bound
                to the test's event loop; closes every socket it opened at teardown.
+* `upstream_sim` - function scope: the cluster's simulated search API
+               (`cluster.start_upstream_sim(...)`, stopped with the cluster); apps reach it
+               through `BB_UPSTREAM_URL=cluster.sim.url`.
 
 When a test fails, the tail of the Redis and instance logs is attached to its report.
 """
@@ -20,6 +23,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -58,6 +62,37 @@ class App:
         return self.proc is not None and self.proc.poll() is None
 
 
+@dataclasses.dataclass
+class UpstreamSim:
+    """The simulated upstream search API (`python -m service upstream-sim`), a real process."""
+    port: int
+    log_path: Path
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _call(self, path: str, body: dict | None = None) -> dict:
+        data = None if body is None else json.dumps(body).encode()
+        with urllib.request.urlopen(urllib.request.Request(self.url + path, data=data),
+                                    timeout=5) as reply:
+            return json.loads(reply.read())
+
+    def stats(self) -> dict[str, int]:
+        """Searches served so far, per query (or Mastodon tag)."""
+        return self._call("/stats")["requests"]
+
+    def reset(self) -> None:
+        """Zero the counters and go back to answering normally."""
+        self._call("/stats/reset", {})
+        self.control("ok")
+
+    def control(self, mode: str, extra_latency_ms: float = 0) -> dict:
+        """mode: ok | 500 | timeout | malformed | empty."""
+        return self._call("/control", {"mode": mode, "extra_latency_ms": extra_latency_ms})
+
+
 class Cluster:
     """One redis-server and any number of app instances, all real processes."""
 
@@ -68,6 +103,7 @@ class Cluster:
         self.redis_log = workdir / "redis.log"
         self.redis_proc: subprocess.Popen | None = None
         self.apps: dict[str, App] = {}
+        self.sim: UpstreamSim | None = None
         self._redis_client: redis_sync.Redis | None = None
 
     @property
@@ -92,9 +128,18 @@ class Cluster:
         return self._redis_client
 
     def redis_state(self) -> dict[bytes, bytes]:
-        """Every bb:* key with its DUMP (type, value and scores, byte for byte)."""
+        """Every bb:* key with its DUMP (type, value and scores, byte for byte), except the
+        instances' heartbeats, which change every couple of seconds by design."""
         client = self.redis()
-        return {key: client.dump(key) for key in sorted(client.scan_iter("bb:*"))}
+        return {key: client.dump(key) for key in sorted(client.scan_iter("bb:*"))
+                if not key.startswith(b"bb:instance")}
+
+    # ---- the simulated upstream search API
+    def start_upstream_sim(self, latency_ms: float = 0, error_rate: float = 0.0) -> UpstreamSim:
+        self.sim = UpstreamSim(procs.free_port(), self.dir / "upstream-sim.log")
+        self.sim.proc = procs.start_upstream_sim(self.sim.port, latency_ms, error_rate,
+                                                 self.sim.log_path)
+        return self.sim
 
     # ---- app instances
     def start_apps(self, *names: str, ready_timeout_s: float = 30, **env) -> list[App]:
@@ -146,6 +191,8 @@ class Cluster:
             self._redis_client = None
         if self.redis_proc is not None:
             procs.stop(self.redis_proc)
+        if self.sim is not None and self.sim.proc is not None:
+            procs.stop(self.sim.proc)
         if errors:
             raise errors[0]
 
@@ -175,7 +222,8 @@ class Cluster:
     # ---- diagnostics
     def log_tails(self, lines: int = LOG_TAIL_LINES) -> str:
         parts = []
-        for label, path in [("redis-server", self.redis_log),
+        sim = [("upstream-sim", self.sim.log_path)] if self.sim is not None else []
+        for label, path in [("redis-server", self.redis_log), *sim,
                             *[(a.name, a.log_path) for a in self.apps.values()]]:
             try:
                 text = path.read_text(errors="replace").splitlines()[-lines:]
@@ -200,6 +248,12 @@ def cluster(tmp_path):
         yield c
     finally:
         c.stop_all()
+
+
+@pytest.fixture
+def upstream_sim(cluster):
+    """The simulated search API for this test's cluster (no added latency)."""
+    return cluster.start_upstream_sim()
 
 
 @pytest.hookimpl(hookwrapper=True)

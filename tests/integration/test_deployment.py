@@ -1,0 +1,278 @@
+"""The deployment end to end: `python -m service up` (supervisord, redis-server, the
+upstream simulator, three instances, nginx; all real processes on free ports), used
+through nginx, and operated with `python -m service ctl`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis as redis_sync
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.websocket import websocket_connect
+
+from service import keys, procs, sessions
+
+ROOT = Path(__file__).resolve().parents[2]
+UP_TIMEOUT_S = 90
+SKU = "tornado"
+
+
+class Deployment:
+    def __init__(self, var_dir: Path, instances: int = 3):
+        self.var_dir = var_dir
+        self.http_port = procs.free_port()
+        self.first_app_port = _free_run(instances)
+        self.redis_port = procs.free_port()
+        self.upstream_port = procs.free_port()
+        self.instances = instances
+        self.proc: subprocess.Popen | None = None
+        self.output = var_dir.parent / "up.out"
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def start(self) -> None:
+        self.var_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "service", "up", "--instances", str(self.instances),
+             "--http-port", str(self.http_port), "--first-port", str(self.first_app_port),
+             "--redis-port", str(self.redis_port), "--upstream-port", str(self.upstream_port),
+             "--var-dir", str(self.var_dir)],
+            cwd=ROOT, env={**os.environ, "BB_DRAIN_S": "5"},
+            stdout=open(self.output, "wb"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + UP_TIMEOUT_S
+        while b"is up" not in self.output.read_bytes():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"`up` did not come up:\n{self.output.read_text()}")
+            time.sleep(0.2)
+
+    def ctl(self, *args: str, timeout_s: float = 90) -> str:
+        result = subprocess.run([sys.executable, "-m", "service", "ctl", *args, "--var-dir",
+                                 str(self.var_dir)], cwd=ROOT, capture_output=True, text=True,
+                                timeout=timeout_s)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    def pids(self) -> dict[str, int]:
+        """Every process supervisord runs, from `ctl status`."""
+        rows = self.ctl("status").splitlines()[1:]
+        return {row.split()[0]: int(row.split()[2]) for row in rows if row.split()[2] != "-"}
+
+    def stop(self) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=90)
+
+    def redis(self) -> redis_sync.Redis:
+        return redis_sync.Redis(host="127.0.0.1", port=self.redis_port, socket_timeout=5)
+
+    def session(self) -> tuple[str, str]:
+        """A session as the shop would issue it (the cluster's shared secret signs it)."""
+        return sessions.new_token((self.var_dir / "cookie_secret").read_text().strip())
+
+
+def _free_run(count: int) -> int:
+    """The first of `count` consecutive free ports."""
+    for _ in range(50):
+        first = procs.free_port()
+        if first + count < 65535 and all(procs.port_is_free(first + i) for i in range(count)):
+            return first
+    raise RuntimeError("no run of free ports")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    deployment = Deployment(tmp_path_factory.mktemp("deploy") / "var")
+    try:
+        deployment.start()
+        yield deployment
+    finally:
+        deployment.stop()
+
+
+async def post_cart(client: AsyncHTTPClient, base: str, token: str, action: str, sku: str = SKU):
+    return await client.fetch(f"{base}/cart", method="POST", raise_error=False,
+                              headers={"Content-Type": "application/json", "Origin": base},
+                              body=json.dumps({"session": token, "action": action, "sku": sku}),
+                              request_timeout=30)
+
+
+async def open_socket(deployment: Deployment, sku: str = SKU):
+    socket = await websocket_connect(HTTPRequest(
+        f"ws://127.0.0.1:{deployment.http_port}/cart/status?sku={sku}",
+        headers={"Origin": deployment.base}, connect_timeout=10, request_timeout=10))
+    first = json.loads(await asyncio.wait_for(socket.read_message(), 10))
+    return socket, first
+
+
+async def read_until_version(socket, version: int, timeout_s: float = 5) -> dict:
+    """Messages until one has at least `version`; never an older one after a newer."""
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while True:
+        raw = await asyncio.wait_for(socket.read_message(), max(0.05, deadline - time.monotonic()))
+        assert raw is not None, f"socket closed ({socket.close_code}) before version {version}"
+        message = json.loads(raw)
+        assert last is None or message["version"] >= last["version"]
+        last = message
+        if message["version"] >= version:
+            return message
+
+
+@pytest.mark.timeout(60)
+async def test_answers_come_from_every_instance_and_static_files_from_nginx(deployment):
+    client = AsyncHTTPClient()
+    seen = set()
+    for _ in range(30):
+        reply = await client.fetch(f"{deployment.base}/api/books")
+        seen.add(reply.headers["X-Instance"])
+    assert seen == {"app-1", "app-2", "app-3"}
+    static = await client.fetch(f"{deployment.base}/static/js/shop.js")
+    assert static.headers["Server"].startswith("nginx") and "X-Instance" not in static.headers
+    metrics = (await client.fetch(f"{deployment.base}/metrics")).body.decode()
+    assert 'bb_open_connections{transport="websocket"}' in metrics
+
+
+@pytest.mark.timeout(60)
+async def test_clients_on_different_instances_converge_through_nginx(deployment):
+    client = AsyncHTTPClient()
+    sockets = [await open_socket(deployment) for _ in range(6)]
+    assert len({first["instance"] for _, first in sockets}) >= 2
+
+    async def long_poll_until(version: int) -> dict:
+        cursor = "0"  # a bare version: answers at once with whatever is newer
+        while True:
+            url = f"{deployment.base}/cart/status?sku={SKU}&since={cursor}"
+            snapshot = json.loads((await client.fetch(url, request_timeout=40)).body)
+            if snapshot["version"] >= version:
+                return snapshot
+            cursor = f"{snapshot['epoch']}:{snapshot['version']}"
+
+    shoppers = [deployment.session()[1] for _ in range(12)]
+    replies = await asyncio.gather(*(post_cart(client, deployment.base, t, "add") for t in shoppers))
+    assert all(reply.code == 200 for reply in replies), [r.code for r in replies]
+    assert len({reply.headers["X-Instance"] for reply in replies}) >= 2
+    final_version = max(json.loads(reply.body)["version"] for reply in replies)
+    final = json.loads((await client.fetch(f"{deployment.base}/cart/status?sku={SKU}&since=0")).body)
+    polled = await asyncio.wait_for(asyncio.gather(*(long_poll_until(final_version) for _ in range(3))), 20)
+    pushed = [await read_until_version(socket, final_version) for socket, _ in sockets]
+    for snapshot in [*polled, *pushed]:
+        assert snapshot["inventoryCount"] == final["inventoryCount"]
+    for socket, _ in sockets:
+        socket.close()
+    # put the copies back for the next tests
+    await asyncio.gather(*(post_cart(client, deployment.base, t, "remove") for t in shoppers))
+
+
+@pytest.mark.timeout(90)
+async def test_a_stopped_instance_closes_sockets_1001_and_clients_reconnect_without_a_miss(deployment):
+    client = AsyncHTTPClient()
+    sockets = [await open_socket(deployment) for _ in range(9)]
+    on_app_2 = [socket for socket, first in sockets if first["instance"] == "app-2"]
+    assert on_app_2, "least_conn spread 9 sockets without one on app-2"
+
+    stopping = asyncio.create_task(asyncio.to_thread(deployment.ctl, "stop", "app-2"))
+    for socket in on_app_2:
+        while await asyncio.wait_for(socket.read_message(), 30) is not None:
+            pass
+        assert socket.close_code == 1001
+    await stopping
+
+    # a change while app-2 is away, then the reconnect (as the page's script does)
+    _, token = deployment.session()
+    change = json.loads((await post_cart(client, deployment.base, token, "add")).body)
+    for _ in on_app_2:
+        socket, first = await open_socket(deployment)
+        assert first["instance"] != "app-2"
+        assert first["version"] >= change["version"]
+        assert first["inventoryCount"] == change["inventoryCount"]
+        socket.close()
+    for socket, first in sockets:
+        if first["instance"] != "app-2":
+            assert (await read_until_version(socket, change["version"]))["inventoryCount"] == \
+                change["inventoryCount"]
+            socket.close()
+    deployment.ctl("start", "app-2")
+    assert "app-2" in {(await client.fetch(f"{deployment.base}/api/books")).headers["X-Instance"]
+                       for _ in range(12)}
+    await post_cart(client, deployment.base, token, "remove")
+
+
+@pytest.mark.timeout(120)
+async def test_a_rolling_restart_under_steady_posts_fails_none_and_loses_no_hold(deployment):
+    client = AsyncHTTPClient(max_clients=20)
+    redis = deployment.redis()
+    redis.set(keys.stock_key(SKU), 100_000)  # plenty of copies for the stream of adds
+    acknowledged: list[str] = []
+    failures: list[str] = []
+    restarting = asyncio.create_task(asyncio.to_thread(deployment.ctl, "restart-all"))
+
+    async def shopper():
+        while not restarting.done():
+            session_id, token = deployment.session()
+            try:
+                reply = await post_cart(client, deployment.base, token, "add")
+            except (HTTPClientError, OSError) as exc:
+                failures.append(repr(exc))
+                continue
+            if reply.code == 200 and json.loads(reply.body)["inCart"]:
+                acknowledged.append(session_id)
+            else:
+                failures.append(f"{reply.code} {reply.body[:200]!r}")
+    await asyncio.gather(*(shopper() for _ in range(4)))
+    output = await restarting
+    assert "all 3 instances restarted" in output
+    assert not failures, failures[:5]
+    assert len(acknowledged) > 50
+    holds = redis.zrange(keys.holds_key(SKU), 0, -1)
+    missing = set(acknowledged) - {member.decode() for member in holds}
+    assert not missing, f"{len(missing)} acknowledged holds lost"
+    assert json.loads((await client.fetch(f"{deployment.base}/api/books")).body)
+
+
+@pytest.mark.timeout(120)
+def test_stopping_up_leaves_no_process_behind(tmp_path):
+    deployment = Deployment(tmp_path / "var", instances=1)
+    deployment.start()
+    pids = deployment.pids()
+    assert set(pids) == {"redis", "upstream-sim", "app-1", "nginx"}
+    up_pid = deployment.proc.pid
+    assert deployment.stop() == 0
+    leftovers = {name: pid for name, pid in pids.items() if _alive(pid)}
+    assert not leftovers
+    assert not _alive(up_pid)
+    assert not (deployment.var_dir / "up.pid").exists()
+
+
+@pytest.mark.timeout(60)
+def test_a_second_up_or_a_taken_port_gives_a_clear_error(deployment, tmp_path):
+    second = subprocess.run(
+        [sys.executable, "-m", "service", "up", "--var-dir", str(deployment.var_dir)],
+        cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert second.returncode == 2 and "already running" in second.stderr
+    taken = subprocess.run(
+        [sys.executable, "-m", "service", "up", "--var-dir", str(tmp_path / "var"),
+         "--http-port", str(deployment.http_port)],
+        cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert taken.returncode == 2 and f"nginx {deployment.http_port}" in taken.stderr
