@@ -255,7 +255,7 @@ class Controller:
         if name in self.layout.apps:
             self.out(f"{name}: taking it out of nginx")
             self._set_upstream({name})
-        self.out(f"{name}: stopping (draining)…")
+        self.out(f"{name}: stopping{' (draining)' if name in self.layout.apps else ''}…")
         started = time.monotonic()
         try:
             self.rpc.supervisor.stopProcess(name, True)

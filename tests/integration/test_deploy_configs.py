@@ -150,3 +150,16 @@ def test_compose_starts_the_same_commands_as_make_demo(tmp_path):
     # and both redis-servers read the same config file
     assert any(arg.endswith("redis.conf") for arg in compose["redis"])
     assert str(deploy.ROOT / "deploy" / "redis.conf") in demo["redis"]
+
+
+def test_up_keeps_a_config_edited_by_hand_and_renews_the_others(tmp_path):
+    layout = deploy.Layout(var_dir=tmp_path / "var")
+    assert deploy.render(layout) == []
+    edited = layout.nginx_conf.read_text().replace("worker_processes 1;", "worker_processes 2;")
+    layout.nginx_conf.write_text(edited)
+    layout.supervisor_conf.unlink()
+    notes = deploy.render(deploy.Layout(var_dir=tmp_path / "var", instances=2))
+    assert notes == [f"kept {layout.nginx_conf} (edited by hand; delete it to get a fresh one)"]
+    assert layout.nginx_conf.read_text() == edited
+    assert "[program:app-2]" in layout.supervisor_conf.read_text()
+    assert "[program:app-3]" not in layout.supervisor_conf.read_text()

@@ -155,6 +155,21 @@ async def test_answers_come_from_every_instance_and_static_files_from_nginx(depl
 
 
 @pytest.mark.timeout(60)
+async def test_the_admin_page_needs_the_token_and_lists_every_instance(deployment):
+    client = AsyncHTTPClient()
+    url = f"{deployment.base}/admin/cluster.json"
+    refused = await client.fetch(url + "?token=" + "x" * 32, raise_error=False)
+    assert refused.code == 403 and json.loads(refused.body)["error"] == "bad_token"
+    token = (deployment.var_dir / "admin_token").read_text().strip()
+    view = json.loads((await client.fetch(url, headers={"X-Admin-Token": token})).body)
+    assert {(i["id"], i["state"]) for i in view["instances"]} >= \
+        {("app-1", "up"), ("app-2", "up"), ("app-3", "up")}
+    assert {book["sku"] for book in view["books"]} >= {SKU, "internet"}
+    page = await client.fetch(f"{deployment.base}/admin/cluster?token={token}")
+    assert b"app-3" in page.body and b"/static/js/admin.js" in page.body
+
+
+@pytest.mark.timeout(60)
 async def test_clients_on_different_instances_converge_through_nginx(deployment):
     client = AsyncHTTPClient()
     sockets = [await open_socket(deployment) for _ in range(6)]
