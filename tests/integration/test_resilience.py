@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 
 import pytest
@@ -200,3 +201,31 @@ async def test_redis_down_gives_503_and_recovers(cluster, shop):
 
 async def _is(expected: int, status) -> bool:
     return (await status) == expected
+
+
+async def test_sigterm_turns_readyz_503_closes_keepalive_connections_and_exits_in_time(cluster, shop):
+    [app] = cluster.start_apps("app-a", BB_DRAIN_S="4")
+    # a proxy's kept-alive connection, opened before the SIGTERM
+    reader, writer = await asyncio.open_connection("127.0.0.1", app.port)
+
+    async def request(path: str) -> tuple[int, dict[str, str]]:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{app.port}\r\n\r\n".encode())
+        head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).decode()
+        lines = head.split("\r\n")
+        headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+        await reader.readexactly(int(headers["Content-Length"]))
+        return int(lines[0].split()[1]), headers
+
+    assert (await request("/readyz"))[0] == 200
+    started = time.monotonic()
+    app.proc.send_signal(signal.SIGTERM)
+    await asyncio.sleep(0.3)
+    status, headers = await request("/readyz")
+    assert status == 503 and headers.get("Connection") == "close"
+    # new connections are refused at once
+    with pytest.raises(OSError):
+        await asyncio.open_connection("127.0.0.1", app.port)
+    writer.close()
+    code = await asyncio.to_thread(app.proc.wait, 10)
+    assert code == 0
+    assert time.monotonic() - started < 4 + 1  # BB_DRAIN_S, and a little for the exit
