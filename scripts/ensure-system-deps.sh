@@ -8,6 +8,7 @@ declare -A PACKAGE_OF=(
   [nginx]=nginx
   [chromium]=chromium
   [chromedriver]=chromium-driver
+  [siege]=siege
 )
 
 missing=()

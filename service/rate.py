@@ -18,6 +18,7 @@ import math
 import re
 import ssl
 import time
+from typing import Callable
 import urllib.error
 import urllib.request
 from urllib.parse import quote, urlencode
@@ -32,6 +33,12 @@ MAX_UPSTREAM_BODY_BYTES = 4 * 1024 * 1024
 MAX_UPSTREAM_CONNECTIONS = 100
 MASTODON_PAGE = 40  # the most a Mastodon tag timeline returns per request
 _TAG = re.compile(r"#?(\w{1,100})")
+# Twitter v1's created_at, "Sat, 28 Nov 2026 03:54:51 +0000"; read by hand because a
+# page has 100 of them and email.utils takes twice as long
+_CREATED_AT = re.compile(r"(?:[A-Z][a-z]{2}, )?(\d{1,2}) ([A-Z][a-z]{2}) (\d{4}) "
+                         r"(\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)")
+_MONTHS = {name: number for number, name in enumerate(
+    "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), start=1)}
 
 
 class UpstreamError(Exception):
@@ -127,6 +134,20 @@ def _utc_timestamp(moment: datetime.datetime) -> float:
     return moment.timestamp()
 
 
+def parse_created_at(raw) -> float:
+    """Epoch seconds of a Twitter v1 created_at; raises ValueError."""
+    found = _CREATED_AT.fullmatch(raw) if isinstance(raw, str) else None
+    if found is None or found.group(2) not in _MONTHS:
+        # other RFC 2822 spellings (e.g. "GMT" for the zone)
+        return _utc_timestamp(email.utils.parsedate_to_datetime(raw))
+    day, month, year, hour, minute, second, sign, off_h, off_m = found.groups()
+    offset_s = (int(off_h) * 3600 + int(off_m) * 60) * (1 if sign == "+" else -1)
+    # datetime() refuses 31 Feb or 25:00, which a bare timegm() would roll over
+    moment = datetime.datetime(int(year), _MONTHS[month], int(day), int(hour), int(minute),
+                               int(second), tzinfo=datetime.timezone.utc)
+    return moment.timestamp() - offset_s
+
+
 def _json_body(body: bytes):
     try:
         return json.loads(body)
@@ -156,7 +177,7 @@ class TwitterV1:
         for post in results:
             raw = post.get("created_at") if isinstance(post, dict) else None
             try:
-                stamps.append(_utc_timestamp(email.utils.parsedate_to_datetime(raw)))
+                stamps.append(parse_created_at(raw))
             except (TypeError, ValueError, IndexError):
                 raise UpstreamMalformed(f"a post has no valid created_at ({str(raw)[:40]!r}); "
                                         "expected e.g. 'Sat, 28 Nov 2026 03:54:51 +0000'") from None
@@ -207,10 +228,13 @@ def result_from(adapter, query: str, body: bytes, fetched_at: float, fetch_s: fl
 class Upstream:
     """The configured search API, fetched with Tornado's AsyncHTTPClient."""
 
-    def __init__(self, base_url: str, kind: str, timeout_s: float):
+    def __init__(self, base_url: str, kind: str, timeout_s: float,
+                 observe: Callable[[str, float], None] | None = None):
         self.base_url = base_url
         self.adapter = ADAPTERS[kind]()
         self.timeout_s = timeout_s
+        # told (outcome, seconds) after every fetch: "ok" or the error's code (metrics)
+        self.observe = observe
         self._http: AsyncHTTPClient | None = None
 
     def check_query(self, query: str) -> None:
@@ -227,6 +251,18 @@ class Upstream:
 
     async def search(self, query: str) -> SearchResult:
         """Ask the upstream; raises an UpstreamError subclass for every kind of failure."""
+        started = time.monotonic()
+        outcome = "ok"
+        try:
+            return await self._search(query)
+        except UpstreamError as exc:
+            outcome = exc.code
+            raise
+        finally:
+            if self.observe is not None:
+                self.observe(outcome, time.monotonic() - started)
+
+    async def _search(self, query: str) -> SearchResult:
         request = HTTPRequest(self.adapter.url(self.base_url, query),
                               headers={"Accept": "application/json"}, follow_redirects=False,
                               connect_timeout=self.timeout_s, request_timeout=self.timeout_s)

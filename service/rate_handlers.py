@@ -15,7 +15,13 @@ from redis.exceptions import RedisError
 from service import keys
 from service.handlers import ApiError, BaseHandler
 from service.rate import QueryNotSupported, UpstreamError, search_blocking
-from service.search_cache import Lookup, iso_utc, normalise
+from service.search_cache import HIT, Lookup, iso_utc, normalise
+
+# Rendered pages of cache hits, by (result, age in whole seconds): a hot query's page is
+# rendered about once a second per instance, not once per request. Small and bounded:
+# cleared whenever it fills up (old entries are useless a second later anyway).
+_HIT_PAGES: dict[tuple, bytes] = {}
+MAX_HIT_PAGES = 256
 
 CACHE_LABELS = {
     "miss": "fetched just now for you",
@@ -41,7 +47,7 @@ class RateBase(BaseHandler):
         if self.services.search is None:
             raise ApiError(503, "unavailable", "search is not set up on this instance")
         try:
-            return await self.services.search.lookup(query)
+            found = await self.services.search.lookup(query)
         except QueryNotSupported as exc:
             raise ApiError(400, "bad_query", str(exc)) from None
         except UpstreamError as exc:
@@ -50,6 +56,8 @@ class RateBase(BaseHandler):
             raise ApiError(503, "unavailable",
                            f"the search cache is unreachable ({type(exc).__name__}); "
                            "retry shortly") from None
+        self.services.metrics.search_lookups.labels(found.cache).inc()
+        return found
 
     def write_error(self, status_code: int, **kwargs):
         if status_code in (502, 504):
@@ -82,10 +90,20 @@ class RatePageHandler(RateBase):
     def render_rate(self, query: str, found: Lookup | None, error: str | None = None):
         self.set_header("Cache-Control", "no-store")
         result = found.result if found else None
-        self.render("rate.html", query=query, result=result, error=error,
-                    cache=found.cache if found else None, cache_labels=CACHE_LABELS,
-                    age_s=max(0, int(time.time() - result.fetched_at)) if result else 0,
-                    iso_utc=iso_utc, instance=self.services.settings.instance_id)
+        age_s = max(0, int(time.time() - result.fetched_at)) if result else 0
+        memo = (result, age_s) if found is not None and found.cache == HIT and not error else None
+        page = _HIT_PAGES.get(memo) if memo else None
+        if page is None:
+            page = self.render_string(
+                "rate.html", query=query, result=result, error=error,
+                cache=found.cache if found else None, cache_labels=CACHE_LABELS, age_s=age_s,
+                iso_utc=iso_utc, instance=self.services.settings.instance_id)
+            if memo:
+                if len(_HIT_PAGES) >= MAX_HIT_PAGES:
+                    _HIT_PAGES.clear()
+                _HIT_PAGES[memo] = page
+        # what render() would do: the template uses no UI modules, so nothing to inject
+        self.finish(page)
 
     def write_error(self, status_code: int, **kwargs):
         error = kwargs.get("exc_info", (None, None, None))[1]

@@ -22,6 +22,11 @@ hit also refreshes in the background when `now - delta * beta * ln(rand()) >= ex
 The closer the expiry and the slower the upstream, the likelier; a hot query is renewed
 before it goes stale and a cold one is left to expire.
 
+Near cache. A process keeps each fresh result it has seen for keys.SEARCH_LOCAL_TTL_S
+(and never past its freshness), so a hot query costs Redis one GET per second per
+instance instead of one per request; a value another instance renewed shows here within
+that second. Only fresh values are kept locally: stale ones always go back to Redis.
+
 Failures are remembered for keys.SEARCH_ERROR_TTL_S: requests for a query whose fetch
 just failed get the same error (or the stale value) without touching the upstream.
 """
@@ -104,6 +109,7 @@ class SearchCache:
         self.clock = clock
         self.rand = rand
         self._release_lock = redis.register_script(RELEASE_LOCK_LUA)
+        self._local: dict[str, tuple[float, SearchResult]] = {}  # hash -> (until, result)
         self._flights: dict[str, asyncio.Task] = {}  # query hash -> the task filling a miss
         self._refreshing: dict[str, asyncio.Task] = {}  # query hash -> background refresh
         self._tasks: set[asyncio.Task] = set()  # everything we started, for aclose()
@@ -115,24 +121,35 @@ class SearchCache:
         query = normalise(query)
         self.upstream.check_query(query)
         digest = query_hash(query)
+        local = self._local.get(digest)
+        if local is not None:
+            until, entry = local
+            now = self.clock()
+            if now < until:
+                if self._xfetch_due(entry, now):
+                    self._refresh_soon(query, digest, entry)
+                return Lookup(entry, HIT)
+            self._local.pop(digest, None)
         flight = self._flights.get(digest)
         if flight is not None:  # this process is already filling this miss: share it
             result, _ = await asyncio.shield(flight)
             return Lookup(result, COALESCED)
-        entry = self._decode(await self.redis.get(keys.search_key(digest)))
+        raw, failure = await self.redis.mget(keys.search_key(digest),
+                                             keys.search_error_key(digest))
+        entry = self._decode(raw)
         now = self.clock()
         if entry is not None:
             if self._is_fresh(entry, now):
+                self._remember(digest, entry)
                 if self._xfetch_due(entry, now):
                     self._refresh_soon(query, digest, entry)
                 return Lookup(entry, HIT)
             if now - entry.fetched_at < self.fresh_s + self.stale_s:
                 self._refresh_soon(query, digest, entry)
                 return Lookup(entry, STALE)
-        failure = await self.redis.get(keys.search_error_key(digest))
         if failure is not None:
             raise UpstreamError.from_json(failure)
-        # the awaits above let other requests in: one of them may have started the fill
+        # the await above let other requests in: one of them may have started the fill
         flight = self._flights.get(digest)
         mine = flight is None
         if mine:
@@ -155,6 +172,14 @@ class SearchCache:
         await self.upstream.aclose()
 
     # ------------------------------------------------------------------ internals
+
+    def _remember(self, digest: str, entry: SearchResult) -> None:
+        """Keep a fresh result in this process for a moment (the near cache)."""
+        until = min(self.clock() + keys.SEARCH_LOCAL_TTL_S, entry.fetched_at + self.fresh_s)
+        self._local.pop(digest, None)
+        if len(self._local) >= keys.SEARCH_LOCAL_MAX_ENTRIES:
+            self._local.pop(next(iter(self._local)))  # the longest-kept one
+        self._local[digest] = (until, entry)
 
     def _is_fresh(self, entry: SearchResult, now: float) -> bool:
         return now - entry.fetched_at < self.fresh_s
@@ -194,15 +219,16 @@ class SearchCache:
         deadline = time.monotonic() + self.lock_ttl_ms / 1000 + 1.0
         while True:
             token = secrets.token_hex(16)
-            if await self.redis.set(lock, token, nx=True, px=self.lock_ttl_ms):
-                try:
-                    # another instance may have filled it between our GET and our SET NX
-                    entry = self._decode(await self.redis.get(keys.search_key(digest)))
-                    if entry is not None and self._is_fresh(entry, self.clock()):
-                        return entry, False
-                    return await self._fetch_and_store(query, digest), True
-                finally:
-                    await self._release(lock, token)
+            acquired, entry = await self._lock_and_read(digest, lock, token)
+            # another instance may have filled it since our first read
+            filled = entry is not None and self._is_fresh(entry, self.clock())
+            if acquired and not filled:
+                return await self._fetch_and_store(query, digest, lock, token), True
+            if acquired:
+                await self._release(lock, token)
+            if filled:
+                self._remember(digest, entry)
+                return entry, False
             # another instance is fetching it: wait for its value, or its error
             while True:
                 if time.monotonic() >= deadline:
@@ -210,30 +236,48 @@ class SearchCache:
                                           "of the same query")
                 await asyncio.sleep(keys.SEARCH_POLL_INTERVAL_S * random.uniform(0.8, 1.2))
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.get(keys.search_key(digest))
-                    pipe.get(keys.search_error_key(digest))
+                    pipe.mget(keys.search_key(digest), keys.search_error_key(digest))
                     pipe.exists(lock)
-                    raw, failure, locked = await pipe.execute()
+                    (raw, failure), locked = await pipe.execute()
                 entry = self._decode(raw)
                 if entry is not None and self._is_fresh(entry, self.clock()):
+                    self._remember(digest, entry)
                     return entry, False
                 if failure is not None:
                     raise UpstreamError.from_json(failure)
                 if not locked:
                     break  # the holder died or gave up without an answer: take over
 
-    async def _fetch_and_store(self, query: str, digest: str) -> SearchResult:
+    async def _lock_and_read(self, digest: str, lock: str, token: str):
+        """(whether we took the lock, the cached value), in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(lock, token, nx=True, px=self.lock_ttl_ms)
+            pipe.get(keys.search_key(digest))
+            acquired, raw = await pipe.execute()
+        return bool(acquired), self._decode(raw)
+
+    async def _fetch_and_store(self, query: str, digest: str, lock: str, token: str) -> SearchResult:
+        """Fetch while holding the lock; write the value (or the error) and release the
+        lock in one transaction, so nobody sees the lock gone and the value missing."""
         try:
             result = await self.upstream.search(query)
         except UpstreamError as exc:
-            await self.redis.set(keys.search_error_key(digest), exc.to_json(),
-                                 px=int(keys.SEARCH_ERROR_TTL_S * 1000))
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.set(keys.search_error_key(digest), exc.to_json(),
+                         px=int(keys.SEARCH_ERROR_TTL_S * 1000))
+                pipe.eval(RELEASE_LOCK_LUA, 1, lock, token)
+                await pipe.execute()
+            raise
+        except BaseException:  # cancelled (shutdown) or a bug: let someone else fetch
+            await self._release(lock, token)
             raise
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(keys.search_key(digest), result.to_json(),
                      px=int((self.fresh_s + self.stale_s) * 1000))
             pipe.delete(keys.search_error_key(digest))
+            pipe.eval(RELEASE_LOCK_LUA, 1, lock, token)
             await pipe.execute()
+        self._remember(digest, result)
         return result
 
     async def _release(self, lock: str, token: str) -> None:
@@ -256,15 +300,13 @@ class SearchCache:
             if await self.redis.exists(keys.search_error_key(digest)):
                 return  # it just failed: keep serving what we have, leave the upstream be
             token = secrets.token_hex(16)
-            if not await self.redis.set(lock, token, nx=True, px=self.lock_ttl_ms):
+            acquired, current = await self._lock_and_read(digest, lock, token)
+            if not acquired:
                 return  # another instance (or a fill) is fetching it right now
-            try:
-                current = self._decode(await self.redis.get(keys.search_key(digest)))
-                if current is not None and current.fetched_at > seen.fetched_at:
-                    return  # refreshed elsewhere since we looked
-                await self._fetch_and_store(query, digest)
-            finally:
-                await self._release(lock, token)
+            if current is not None and current.fetched_at > seen.fetched_at:
+                await self._release(lock, token)  # refreshed elsewhere since we looked
+                return
+            await self._fetch_and_store(query, digest, lock, token)
         except asyncio.CancelledError:
             raise
         except UpstreamError as exc:

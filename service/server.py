@@ -24,7 +24,7 @@ from service.catalog import Catalog
 from service.config import Settings
 from service.inventory import InventoryStore
 from service.live import InventoryFeed, LiveHub
-from service.metrics import send_heartbeat
+from service.metrics import Metrics, send_heartbeat
 from service.rate import Upstream
 from service.search_cache import SearchCache
 from service.sockets import GOING_AWAY, KEEPALIVE_INTERVAL_S, ping_sockets
@@ -64,11 +64,15 @@ def build_services(settings: Settings) -> tuple[Services, aioredis.Redis]:
     store = InventoryStore(commands, catalog, settings.hold_ttl_s)
     hub = LiveHub(settings.instance_id)
     feed = InventoryFeed(pubsub, store, hub)
-    search = SearchCache(commands, Upstream(settings.upstream_url, settings.upstream_kind,
-                                            settings.upstream_timeout_s),
+    metrics = Metrics()
+    upstream = Upstream(settings.upstream_url, settings.upstream_kind, settings.upstream_timeout_s,
+                        observe=lambda outcome, seconds:
+                        metrics.upstream_seconds.labels(outcome).observe(seconds))
+    search = SearchCache(commands, upstream,
                          fresh_s=settings.search_fresh_s, stale_s=settings.search_stale_s,
                          upstream_timeout_s=settings.upstream_timeout_s)
-    return Services(settings, catalog, commands, store, hub, feed, search=search), pubsub
+    return Services(settings, catalog, commands, store, hub, feed, search=search,
+                    metrics=metrics), pubsub
 
 
 async def run_instance(settings: Settings) -> None:

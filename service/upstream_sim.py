@@ -93,10 +93,20 @@ class SimHandler(tornado.web.RequestHandler):
             self._gone.set()
 
     async def answer(self, query: str, body) -> None:
-        """Count the request, then answer `body()` as the failure mode and latency say."""
+        """Count the request, then answer `body()` as the failure mode and latency say.
+
+        The answer is made first and sent `latency` after the request arrived, so the
+        latency is what a client sees, however many requests arrive together.
+        """
         state = self.state
         state.count(query)
-        delay_s = (state.latency_ms + state.extra_latency_ms) / 1000
+        if state.mode == "500" or (state.error_rate and random.random() < state.error_rate):
+            status, payload = 500, json.dumps({"error": "simulated upstream failure"}).encode()
+        elif state.mode == "malformed":
+            status, payload = 200, b'{"results": [{"created_at": "Sat, 28 No'  # cut off
+        else:
+            status, payload = 200, json.dumps(body(empty=state.mode == "empty")).encode()
+        delay_s = (state.latency_ms + state.extra_latency_ms) / 1000 - self.request.request_time()
         if delay_s > 0:
             await asyncio.sleep(delay_s)
         if state.mode == "timeout":
@@ -106,13 +116,9 @@ class SimHandler(tornado.web.RequestHandler):
             except asyncio.TimeoutError:
                 pass
             return
-        if state.mode == "500" or (state.error_rate and random.random() < state.error_rate):
-            self.write_json({"error": "simulated upstream failure"}, status=500)
-        elif state.mode == "malformed":
-            self.set_header("Content-Type", "application/json; charset=UTF-8")
-            self.finish(b'{"results": [{"created_at": "Sat, 28 No')  # cut off mid-string
-        else:
-            self.write_json(body(empty=state.mode == "empty"))
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(payload)
 
 
 class TwitterSearchHandler(SimHandler):
