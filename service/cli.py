@@ -113,34 +113,21 @@ def cmd_upstream_sim(args) -> int:
     return 0
 
 
-def fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError("must be between 0 and 1")
-    return value
+def bounded(kind: type, minimum: float, maximum: float | None = None):
+    """An argparse type: a number of `kind` within [minimum, maximum], or a clear error."""
+    noun = "whole number" if kind is int else "number"
 
-
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value <= 600_000:
-        raise argparse.ArgumentTypeError("must be between 0 and 600000")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("stock cannot be negative")
-    return value
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {noun}") from None
+        if value != value or value < minimum or (maximum is not None and value > maximum):
+            allowed = f"between {minimum:g} and {maximum:g}" if maximum is not None \
+                else f"at least {minimum:g}"
+            raise argparse.ArgumentTypeError(f"{text!r} is out of range: must be {allowed}")
+        return value
+    return parse
 
 
 def parser() -> argparse.ArgumentParser:
@@ -160,7 +147,7 @@ def parser() -> argparse.ArgumentParser:
     stock_commands.add_parser("show", help="stock, holds and count per book")
     set_stock = stock_commands.add_parser("set", help="set a book's total stock")
     set_stock.add_argument("sku")
-    set_stock.add_argument("count", type=non_negative_int)
+    set_stock.add_argument("count", type=bounded(int, 0))
     stock.set_defaults(func=cmd_stock)
 
     up = commands.add_parser("up", help="run the local cluster under supervisord: Redis, the "
@@ -186,9 +173,9 @@ def parser() -> argparse.ArgumentParser:
     sim = commands.add_parser("upstream-sim", help="run the simulated upstream search API")
     sim.add_argument("--port", type=int, default=9000, help="port to listen on (default 9000)")
     sim.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    sim.add_argument("--latency-ms", type=non_negative_float, default=0.0,
+    sim.add_argument("--latency-ms", type=bounded(float, 0, 600_000), default=0.0,
                      help="delay before every answer (default 0)")
-    sim.add_argument("--error-rate", type=fraction, default=0.0,
+    sim.add_argument("--error-rate", type=bounded(float, 0, 1), default=0.0,
                      help="fraction of searches answered with HTTP 500 (default 0)")
     sim.set_defaults(func=cmd_upstream_sim)
     return top
