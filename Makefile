@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-unit test-integration deps venv bench-fanout bench-seed bench-seed-deps clean
+.PHONY: demo test test-unit test-integration test-e2e deps deps-browser screenshots venv bench-fanout bench-seed bench-seed-deps clean
 
 # The virtualenv is rebuilt whenever pyproject.toml changes.
 venv: $(VENV)/.installed
@@ -17,10 +17,14 @@ $(VENV)/.installed: pyproject.toml
 deps:
 	scripts/ensure-system-deps.sh redis-server nginx
 
+# Headless Chromium and its driver for tests/e2e (Debian's; nothing is downloaded at run time).
+deps-browser:
+	scripts/ensure-system-deps.sh chromium chromedriver
+
 demo: deps venv
 	$(BIN)/python -m service up --instances $${BB_DEMO_INSTANCES:-3}
 
-test: deps venv
+test: deps deps-browser venv
 	$(BIN)/pytest -q
 
 test-unit: venv
@@ -28,6 +32,13 @@ test-unit: venv
 
 test-integration: deps venv
 	$(BIN)/pytest -q tests/integration
+
+test-e2e: deps deps-browser venv
+	$(BIN)/pytest -q tests/e2e
+
+# The README's docs/screenshots/*.png, from a real cluster in headless Chromium.
+screenshots: deps deps-browser venv
+	$(BIN)/python scripts/screenshots.py
 
 bench-fanout: deps venv
 	$(BIN)/python bench/fanout.py $(ARGS)

@@ -123,8 +123,9 @@
     var st = state[sku];
     countEls(sku).forEach(function (el) {
       el.textContent = String(st.count);
-      var card = el.closest('.card');
-      if (card) card.classList.toggle('sold-out', st.count <= 0);
+      // the catalog's card, or the book page's "Only N left in stock" line
+      var box = el.closest('.card') || el.closest('.stock');
+      if (box) box.classList.toggle('sold-out', st.count <= 0);
     });
     if (page === 'book') updateButtons();
   }
@@ -327,10 +328,15 @@
     }
   }
 
-  function lpUrl() {
+  // `resync`: put the first cursor one version back, so the server answers at once with
+  // the current state instead of parking for up to ~25 s. Used for the first poll and
+  // after a failure: it confirms the transport works (the indicator says so only then)
+  // and catches up on whatever changed meanwhile.
+  function lpUrl(resync) {
     var p = skuQuery();
-    p.set('since', skus.map(function (s) {
-      return state[s].epoch + ':' + state[s].version;
+    p.set('since', skus.map(function (s, i) {
+      var version = Math.max(0, resync && i === 0 ? state[s].version - 1 : state[s].version);
+      return state[s].epoch + ':' + version;
     }).join(','));
     return '/cart/status?' + p.toString();
   }
@@ -338,7 +344,8 @@
   function startLongPoll() {
     if (lpRunning || stopped) return;
     lpRunning = true;
-    setTransport('longpoll');
+    // keep showing "reconnecting…" after a dropped socket until a poll answers
+    if (transport !== 'reconnecting' && transport !== 'offline') setTransport('connecting');
     longPollLoop(++lpGen);
   }
 
@@ -351,6 +358,7 @@
 
   async function longPollLoop(gen) {
     var failures = 0;
+    var resync = true;
     while (gen === lpGen && !stopped) {
       var ctl = typeof AbortController !== 'undefined' ? new AbortController() : null;
       lpController = ctl;
@@ -358,8 +366,9 @@
       var started = Date.now();
       var ok = false;
       var applied = false;
+      var probe = resync;
       try {
-        var res = await fetch(lpUrl(), {
+        var res = await fetch(lpUrl(probe), {
           headers: { 'Accept': 'application/json' },
           credentials: 'same-origin',
           cache: 'no-store',
@@ -379,10 +388,18 @@
       if (gen !== lpGen || stopped) break;
       if (ok) {
         failures = 0;
+        resync = false;
         setTransport('longpoll');
+        if (probe && wsEverOpened && !forceLongPoll) {
+          // We are on long-poll because a socket that worked kept failing (an instance
+          // or the network went away), not because WebSockets are blocked: now that the
+          // shop answers again, try a socket soon rather than in WS_RETRY_MS.
+          scheduleWs(BASE_MS + backoff(2));
+        }
         // Guard against a hot loop if the server answers at once with nothing new.
-        if (!applied && Date.now() - started < 500) await sleep(1000);
+        if (!probe && !applied && Date.now() - started < 500) await sleep(1000);
       } else {
+        resync = true;
         setTransport(navigator.onLine === false ? 'offline' : 'reconnecting');
         await sleep(backoff(failures++));
       }

@@ -6,99 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-import redis as redis_sync
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
-from service import keys, procs, sessions
+from service import keys
+from support.deployment import ROOT, Deployment, alive
 
-ROOT = Path(__file__).resolve().parents[2]
-UP_TIMEOUT_S = 90
 SKU = "tornado"
-
-
-class Deployment:
-    def __init__(self, var_dir: Path, instances: int = 3):
-        self.var_dir = var_dir
-        self.http_port = procs.free_port()
-        self.first_app_port = _free_run(instances)
-        self.redis_port = procs.free_port()
-        self.upstream_port = procs.free_port()
-        self.instances = instances
-        self.proc: subprocess.Popen | None = None
-        self.output = var_dir.parent / "up.out"
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    def start(self) -> None:
-        self.var_dir.parent.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service", "up", "--instances", str(self.instances),
-             "--http-port", str(self.http_port), "--first-port", str(self.first_app_port),
-             "--redis-port", str(self.redis_port), "--upstream-port", str(self.upstream_port),
-             "--var-dir", str(self.var_dir)],
-            cwd=ROOT, env={**os.environ, "BB_DRAIN_S": "5"},
-            stdout=open(self.output, "wb"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + UP_TIMEOUT_S
-        while b"is up" not in self.output.read_bytes():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"`up` did not come up:\n{self.output.read_text()}")
-            time.sleep(0.2)
-
-    def ctl(self, *args: str, timeout_s: float = 90) -> str:
-        result = subprocess.run([sys.executable, "-m", "service", "ctl", *args, "--var-dir",
-                                 str(self.var_dir)], cwd=ROOT, capture_output=True, text=True,
-                                timeout=timeout_s)
-        assert result.returncode == 0, result.stdout + result.stderr
-        return result.stdout
-
-    def pids(self) -> dict[str, int]:
-        """Every process supervisord runs, from `ctl status`."""
-        rows = self.ctl("status").splitlines()[1:]
-        return {row.split()[0]: int(row.split()[2]) for row in rows if row.split()[2] != "-"}
-
-    def stop(self) -> int:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=90)
-
-    def redis(self) -> redis_sync.Redis:
-        return redis_sync.Redis(host="127.0.0.1", port=self.redis_port, socket_timeout=5)
-
-    def session(self) -> tuple[str, str]:
-        """A session as the shop would issue it (the cluster's shared secret signs it)."""
-        return sessions.new_token((self.var_dir / "cookie_secret").read_text().strip())
-
-
-def _free_run(count: int) -> int:
-    """The first of `count` consecutive free ports."""
-    for _ in range(50):
-        first = procs.free_port()
-        if first + count < 65535 and all(procs.port_is_free(first + i) for i in range(count)):
-            return first
-    raise RuntimeError("no run of free ports")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +71,31 @@ async def test_answers_come_from_every_instance_and_static_files_from_nginx(depl
     assert static.headers["Server"].startswith("nginx") and "X-Instance" not in static.headers
     metrics = (await client.fetch(f"{deployment.base}/metrics")).body.decode()
     assert 'bb_open_connections{transport="websocket"}' in metrics
+
+
+@pytest.mark.timeout(60)
+async def test_metrics_count_cart_operations_cache_lookups_and_upstream_latency(deployment):
+    client = AsyncHTTPClient()
+    app_1 = f"http://127.0.0.1:{deployment.first_app_port}"
+    _, token = deployment.session()
+    for action in ("add", "add", "remove"):
+        assert (await post_cart(client, app_1, token, action)).code == 200
+    assert (await post_cart(client, app_1, "forged", "add")).code == 403
+    query = f"metrics{time.monotonic_ns()}"
+    for _ in range(2):
+        await client.fetch(f"{app_1}/api/rate?q={query}")
+    metrics = (await client.fetch(f"{app_1}/metrics")).body.decode()
+
+    def value(sample: str) -> float:
+        line = next(line for line in metrics.splitlines() if line.startswith(sample + " "))
+        return float(line.split()[-1])
+    assert value('bb_cart_operations_total{action="add",result="ok"}') >= 2
+    assert value('bb_cart_operations_total{action="remove",result="ok"}') >= 1
+    assert value('bb_cart_operations_total{action="none",result="bad_session"}') >= 1
+    assert value('bb_search_lookups_total{cache="miss"}') >= 1
+    assert value('bb_search_lookups_total{cache="hit"}') >= 1
+    assert value('bb_upstream_request_seconds_count{outcome="ok"}') >= 1
+    assert value("bb_draining") == 0
 
 
 @pytest.mark.timeout(60)
@@ -274,9 +218,9 @@ def test_stopping_up_leaves_no_process_behind(tmp_path):
     assert set(pids) == {"redis", "upstream-sim", "app-1", "nginx"}
     up_pid = deployment.proc.pid
     assert deployment.stop() == 0
-    leftovers = {name: pid for name, pid in pids.items() if _alive(pid)}
+    leftovers = {name: pid for name, pid in pids.items() if alive(pid)}
     assert not leftovers
-    assert not _alive(up_pid)
+    assert not alive(up_pid)
     assert not (deployment.var_dir / "up.pid").exists()
 
 
