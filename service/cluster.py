@@ -197,12 +197,12 @@ def _stop_supervisord(supervisord: subprocess.Popen, children: dict[str, int]) -
         supervisord.kill()
         supervisord.wait()
     for name, pid in children.items():
-        if pid and _alive(pid):
+        if pid and process_alive(pid):
             log.error("%s (pid %d) outlived supervisord; killing it", name, pid)
             os.kill(pid, signal.SIGKILL)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

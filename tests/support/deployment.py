@@ -16,6 +16,7 @@ from pathlib import Path
 
 import redis as redis_sync
 
+from service.cluster import process_alive
 from service import procs, sessions
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,13 +101,5 @@ def free_run(count: int) -> int:
     raise RuntimeError("no run of free ports")
 
 
-def alive(pid: int) -> bool:
-    """Whether a process runs (a zombie does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
+# whether a process runs (a zombie does not): the same check `up` makes
+alive = process_alive
