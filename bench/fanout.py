@@ -50,12 +50,13 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
 import redis.asyncio as aioredis  # noqa: E402
-
-from service import procs  # noqa: E402
-from service.catalog import Catalog  # noqa: E402
-from service.config import DEFAULT_CATALOG  # noqa: E402
-from service.inventory import InventoryStore  # noqa: E402
 from wsclient import probe, raise_nofile_limit, worker_main  # noqa: E402
+
+from service.inventory import InventoryStore  # noqa: E402
+from service.inventory.catalog import Catalog  # noqa: E402
+from service.ops import probes, procs  # noqa: E402
+from service.ops.errors import OpsError  # noqa: E402
+from service.paths import DEFAULT_CATALOG  # noqa: E402
 
 SKU = "internet"
 PATH = f"/cart/status?sku={SKU}"
@@ -106,10 +107,10 @@ def start_server(kind: str, port: int, redis_url: str, instance_id: str,
     if kind == "ours":
         return procs.start_instance(port, env, log_path)
     script = HERE / "naive_server.py" if kind == "naive" else COMPARE[kind]
-    out = open(log_path, "ab")
-    return subprocess.Popen([sys.executable, str(script), "--port", str(port)],
-                            cwd=ROOT, env={**os.environ, **env}, stdout=out,
-                            stderr=subprocess.STDOUT)
+    with open(log_path, "ab") as out:  # the child keeps its own copy
+        return subprocess.Popen([sys.executable, str(script), "--port", str(port)],
+                                cwd=ROOT, env={**os.environ, **env}, stdout=out,
+                                stderr=subprocess.STDOUT)
 
 
 async def make_changes(redis_url: str, count: int, spacing_s: float):
@@ -168,12 +169,12 @@ def run_one(kind: str, n: int, args, redis_url: str, tmp: Path) -> dict:
     try:
         ports = []
         for i in range(2):
-            port = procs.free_port()
+            port = probes.free_port()
             ports.append(port)
             servers.append(start_server(kind, port, redis_url, f"{kind}-{i}",
                                         tmp / f"{kind}-{n}-{i}-{time.time_ns() % 10**9}.log"))
         for port, proc in zip(ports, servers):
-            procs.wait_until(lambda: procs.is_ready(port), 30, f"{kind} instance on {port}", proc)
+            probes.wait_until(lambda port=port: probes.is_ready(port), 30, f"{kind} instance on {port}", proc)
         # warm-up: lazy imports and first-use allocations are not per-socket memory
         for port in ports:
             for _ in range(5):
@@ -476,7 +477,7 @@ def main(argv=None) -> int:
     ok = False
     started = time.monotonic()
     try:
-        redis_port = procs.free_port()
+        redis_port = probes.free_port()
         redis_proc = procs.start_redis(redis_port, tmp / "redis", tmp / "redis.log")
         redis_url = f"redis://127.0.0.1:{redis_port}/0"
         args.redis_pid = redis_proc.pid
@@ -485,7 +486,7 @@ def main(argv=None) -> int:
             for kind in kinds:
                 rows.append(run_one(kind, n, args, redis_url, tmp))
         ok = True
-    except (BenchError, procs.ProcessError) as exc:
+    except (BenchError, OpsError) as exc:
         log(f"error: {exc} (logs in {tmp})")
     finally:
         if redis_proc is not None:

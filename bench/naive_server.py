@@ -26,10 +26,11 @@ import tornado.web
 import tornado.websocket
 from tornado.httpserver import HTTPServer
 
-from service import keys
-from service.catalog import Catalog
-from service.config import DEFAULT_CATALOG
+from service import redis_keys as keys
 from service.inventory import InventoryStore, Snapshot
+from service.inventory.catalog import Catalog
+from service.paths import DEFAULT_CATALOG
+from service.web.limits import MAX_WS_MESSAGE_BYTES
 
 log = logging.getLogger("naive")
 
@@ -37,7 +38,7 @@ log = logging.getLogger("naive")
 class State:
     instance_id = "naive"
     latest: dict[str, Snapshot] = {}
-    sockets: set["StatusSocket"] = set()
+    sockets: set[StatusSocket] = set()
     subscribed = False
 
 
@@ -90,7 +91,7 @@ async def main(port: int) -> None:
     State.instance_id = os.environ.get("BB_INSTANCE_ID", f"naive-{port}")
     app = tornado.web.Application(
         [(r"/cart/status", StatusSocket), (r"/readyz", Ready)],
-        websocket_max_message_size=keys.MAX_WS_MESSAGE_BYTES,
+        websocket_max_message_size=MAX_WS_MESSAGE_BYTES,
         websocket_ping_interval=30, websocket_ping_timeout=60)
     server = HTTPServer(app)
     server.listen(port, "127.0.0.1")

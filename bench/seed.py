@@ -47,7 +47,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from service import procs  # noqa: E402
+from service.ops import probes, procs  # noqa: E402
 
 MD_PATH = ROOT / "BENCHMARKS.md"
 MD_START = "<!-- bench-seed:start -->"
@@ -235,7 +235,7 @@ def main(argv=None) -> int:
     rows: list[dict] = []
     ok = False
     try:
-        redis_port, sim_port, app_port, bare_port = (procs.free_port() for _ in range(4))
+        redis_port, sim_port, app_port, bare_port = (probes.free_port() for _ in range(4))
         started.append(procs.start_redis(redis_port, tmp / "redis", tmp / "redis.log"))
         sim_url = f"http://127.0.0.1:{sim_port}"
         started.append(procs.start_upstream_sim(sim_port, args.latency_ms, 0.0,
@@ -244,12 +244,12 @@ def main(argv=None) -> int:
                "BB_COOKIE_SECRET": COOKIE_SECRET, "BB_UPSTREAM_URL": sim_url}
         app = procs.start_instance(app_port, env, tmp / "app.log", extra_args=("--demo-blocking",))
         started.append(app)
-        procs.wait_until(lambda: procs.is_ready(app_port), 30, "app /readyz", app)
+        probes.wait_until(lambda: probes.is_ready(app_port), 30, "app /readyz", app)
         bare = subprocess.Popen([sys.executable, str(HERE / "bare_server.py"), "--port",
                                  str(bare_port)], cwd=ROOT)
         started.append(bare)
         base, bare_url = f"http://127.0.0.1:{app_port}", f"http://127.0.0.1:{bare_port}/"
-        procs.wait_until(lambda: _answers(bare_url), 20, "bare server", bare)
+        probes.wait_until(lambda: _answers(bare_url), 20, "bare server", bare)
 
         rc = tmp / "siegerc"
         rc.write_text(SIEGERC)

@@ -45,8 +45,18 @@ def handshake_request(port: int, path: str) -> tuple[bytes, bytes]:
 
 
 class WSClient(asyncio.Protocol):
-    __slots__ = ("port", "request", "accept", "transport", "handshaken", "buf", "frames",
-                 "opened", "closed_at", "error")
+    __slots__ = (
+        "accept",
+        "buf",
+        "closed_at",
+        "error",
+        "frames",
+        "handshaken",
+        "opened",
+        "port",
+        "request",
+        "transport",
+    )
 
     def __init__(self, port: int, path: str, opened: asyncio.Future):
         self.port = port
@@ -176,7 +186,7 @@ async def _connect_all(targets, path, concurrency, timeout_s, clients):
                 clients.append(proto)
                 await asyncio.wait_for(opened, timeout_s)
                 handshake_s.append(time.time() - started)
-            except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
+            except (TimeoutError, OSError, ConnectionError) as exc:
                 key = f"{type(exc).__name__}: {exc}"[:120]
                 errors[key] = errors.get(key, 0) + 1
 
@@ -240,7 +250,7 @@ async def _serve(conn, worker_id):
                 _, targets, path, concurrency, timeout_s = msg
                 try:
                     info = await _connect_all(targets, path, concurrency, timeout_s, clients)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     info = {"started": 0, "done": time.time(), "ok": 0, "failed": -1,
                             "errors": {"worker connect phase timed out": 1}, "handshake_s": []}
                 info["worker"] = worker_id

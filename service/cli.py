@@ -6,14 +6,15 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from redis.exceptions import RedisError
 
-from service.catalog import CatalogError
-from service.config import Settings, SettingsError
-
-DEFAULT_VAR_DIR = Path(__file__).resolve().parent.parent / "var"
+from service.config import Config, ConfigError
+from service.inventory.catalog import CatalogError
+from service.listen import PortInUse
+from service.paths import DEFAULT_VAR_DIR
 
 
 def _logging(instance_id: str = "-") -> None:
@@ -21,22 +22,22 @@ def _logging(instance_id: str = "-") -> None:
                         format=f"%(asctime)s %(levelname)s [{instance_id}] %(name)s: %(message)s")
 
 
-def cmd_serve(args) -> int:
-    from service.server import PortInUse, run_instance
-    settings = Settings.from_env(port=args.port, host=args.host, demo_blocking=args.demo_blocking)
-    _logging(settings.instance_id)
-    logging.getLogger(__name__).info("settings: %r", settings)
+def cmd_serve(args: argparse.Namespace) -> int:
+    from service.instance.server import run_instance
+    config = Config.from_env(port=args.port, host=args.host, demo_blocking=args.demo_blocking)
+    _logging(config.instance_id)
+    logging.getLogger(__name__).info("settings: %r", config)
     try:
-        asyncio.run(run_instance(settings))
+        asyncio.run(run_instance(config))
     except PortInUse as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
 
 
-async def _stock(args, settings: Settings) -> int:
-    from service.server import build_services
-    services, pubsub = build_services(settings)
+async def _stock(args: argparse.Namespace, config: Config) -> int:
+    from service.instance.server import build_services
+    services, pubsub = build_services(config)
     store = services.store
     try:
         await store.seed()
@@ -59,51 +60,48 @@ async def _stock(args, settings: Settings) -> int:
         await pubsub.aclose()
 
 
-def cmd_stock(args) -> int:
+def cmd_stock(args: argparse.Namespace) -> int:
     from service.inventory import StockBelowHolds
-    settings = Settings.from_env()
+    config = Config.from_env()
     try:
-        return asyncio.run(_stock(args, settings))
+        return asyncio.run(_stock(args, config))
     except StockBelowHolds as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (RedisError, OSError) as exc:
-        print(f"error: cannot reach Redis at {settings.redis_url} ({exc}); start it "
+        print(f"error: cannot reach Redis at {config.redis_url} ({exc}); start it "
               f"(`make demo`) or set BB_REDIS_URL", file=sys.stderr)
         return 1
 
 
-def cmd_up(args) -> int:
-    from service.cluster import ClusterError, run_cluster
-    from service.deploy import DeployError, Layout
+def cmd_up(args: argparse.Namespace) -> int:
+    from service.ops.errors import OpsError
+    from service.ops.layout import Layout
+    from service.ops.up import run_up
     _logging("up")
     try:
         layout = Layout(instances=args.instances, http_port=args.http_port,
                         first_app_port=args.first_port, redis_port=args.redis_port,
-                        upstream_port=args.upstream_port, drain_s=settings_drain_s(),
+                        upstream_port=args.upstream_port, drain_s=Config.from_env().drain_s,
                         var_dir=Path(args.var_dir).resolve())
-        return run_cluster(layout)
-    except (ClusterError, DeployError) as exc:
+        return run_up(layout)
+    except OpsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
 
-def cmd_ctl(args) -> int:
-    from service.cluster import ClusterError, run_ctl
+def cmd_ctl(args: argparse.Namespace) -> int:
+    from service.ops.ctl import run_ctl
+    from service.ops.errors import OpsError
     try:
         return run_ctl(Path(args.var_dir).resolve(), args.action, args.name)
-    except ClusterError as exc:
+    except OpsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
 
-def settings_drain_s() -> float:
-    """BB_DRAIN_S, validated like every setting, for the cluster's stop timeouts."""
-    return Settings.from_env().drain_s
-
-
-def cmd_upstream_sim(args) -> int:
-    from service.upstream_sim import PortInUse, run
+def cmd_upstream_sim(args: argparse.Namespace) -> int:
+    from service.search.simulator import run
     _logging("upstream-sim")
     try:
         asyncio.run(run(args.host, args.port, args.latency_ms, args.error_rate))
@@ -113,11 +111,12 @@ def cmd_upstream_sim(args) -> int:
     return 0
 
 
-def bounded(kind: type, minimum: float, maximum: float | None = None):
+def bounded(kind: type[int] | type[float], minimum: float,
+            maximum: float | None = None) -> Callable[[str], float]:
     """An argparse type: a number of `kind` within [minimum, maximum], or a clear error."""
     noun = "whole number" if kind is int else "number"
 
-    def parse(text: str):
+    def parse(text: str) -> float:
         try:
             value = kind(text)
         except ValueError:
@@ -184,8 +183,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return args.func(args)
-    except (SettingsError, CatalogError) as exc:
+        code: int = args.func(args)
+        return code
+    except (ConfigError, CatalogError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

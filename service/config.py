@@ -7,21 +7,22 @@ import ipaddress
 import os
 import secrets
 import socket
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Mapping
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
+from service.paths import DEFAULT_CATALOG
 
-DEFAULT_CATALOG = Path(__file__).parent / "data" / "books.json"
 UPSTREAM_KINDS = ("twitter-v1", "mastodon")
 
 
-class SettingsError(ValueError):
+class ConfigError(ValueError):
     """A setting has a value the service cannot run with; the message names the fix."""
 
 
 @dataclasses.dataclass(frozen=True)
-class Settings:
+class Config:
     redis_url: str = "redis://127.0.0.1:6379/0"
     host: str = "127.0.0.1"
     port: int = 8000
@@ -47,13 +48,13 @@ class Settings:
     demo_blocking: bool = False
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **flags) -> "Settings":
-        """Read BB_* variables; flags given on the command line win. Raises SettingsError."""
+    def from_env(cls, environ: Mapping[str, str] | None = None, **flags: Any) -> Config:
+        """Read BB_* variables; flags given on the command line win. Raises ConfigError."""
         env = os.environ if environ is None else environ
         port = flags.get("port") or _number(env, "BB_PORT", 8000, int, minimum=1, maximum=65535)
         secret = env.get("BB_COOKIE_SECRET", "")
         if secret and len(secret) < 16:
-            raise SettingsError("BB_COOKIE_SECRET is too short: use at least 16 characters "
+            raise ConfigError("BB_COOKIE_SECRET is too short: use at least 16 characters "
                                 "(e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`)")
         settings = cls(
             redis_url=_redis_url(env.get("BB_REDIS_URL", cls.redis_url)),
@@ -84,34 +85,39 @@ class Settings:
             demo_blocking=bool(flags.get("demo_blocking", False)),
         )
         if not settings.catalog_path.is_file():
-            raise SettingsError(f"BB_CATALOG={settings.catalog_path}: no such file "
+            raise ConfigError(f"BB_CATALOG={settings.catalog_path}: no such file "
                                 f"(unset it to use the built-in catalog)")
         return settings
 
 
-def _number(env, name, default, kind, minimum=None, maximum=None):
+Number = TypeVar("Number", int, float)
+
+
+def _number(env: Mapping[str, str], name: str, default: Number, kind: Callable[[str], Number],
+            minimum: float | None = None, maximum: float | None = None) -> Number:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
         value = kind(raw)
     except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+        noun = getattr(kind, "__name__", "number")
+        raise ConfigError(f"{name}={raw!r} is not a valid {noun}") from None
     if value != value or (minimum is not None and value < minimum) or (
             maximum is not None and value > maximum):
-        raise SettingsError(f"{name}={raw!r} is out of range "
+        raise ConfigError(f"{name}={raw!r} is out of range "
                             f"(allowed: {minimum} to {maximum if maximum is not None else 'any'})")
     return value
 
 
 def _admin_token(token: str) -> str:
     if token and len(token) < 16:
-        raise SettingsError("BB_ADMIN_TOKEN is too short: use at least 16 characters, or leave "
+        raise ConfigError("BB_ADMIN_TOKEN is too short: use at least 16 characters, or leave "
                             "it unset to turn /admin/cluster off")
     return token
 
 
-def _networks(env, name, default) -> tuple[str, ...]:
+def _networks(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -120,15 +126,15 @@ def _networks(env, name, default) -> tuple[str, ...]:
         try:
             networks.append(str(ipaddress.ip_network(item.strip(), strict=False)))
         except ValueError:
-            raise SettingsError(f"{name}: {item.strip()!r} is not an IP address or network "
+            raise ConfigError(f"{name}: {item.strip()!r} is not an IP address or network "
                                 "(e.g. 127.0.0.1,10.0.0.0/8)") from None
     return tuple(networks)
 
 
-def _choice(env, name, default, allowed):
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
     value = env.get(name) or default
     if value not in allowed:
-        raise SettingsError(f"{name}={value!r} is not one of {', '.join(allowed)}")
+        raise ConfigError(f"{name}={value!r} is not one of {', '.join(allowed)}")
     return value
 
 
@@ -140,7 +146,7 @@ def _http_url(url: str) -> str:
     except ValueError:
         valid = False
     if not valid:
-        raise SettingsError(f"BB_UPSTREAM_URL={url!r} is not an http(s) base URL "
+        raise ConfigError(f"BB_UPSTREAM_URL={url!r} is not an http(s) base URL "
                             "(expected e.g. http://127.0.0.1:9000, the simulator)")
     return url.rstrip("/")
 
@@ -148,6 +154,6 @@ def _http_url(url: str) -> str:
 def _redis_url(url: str) -> str:
     parsed = urlparse(url)
     if parsed.scheme not in ("redis", "rediss", "unix") or not (parsed.hostname or parsed.path):
-        raise SettingsError(f"BB_REDIS_URL={url!r} is not a Redis URL "
+        raise ConfigError(f"BB_REDIS_URL={url!r} is not a Redis URL "
                             "(expected e.g. redis://127.0.0.1:6379/0)")
     return url

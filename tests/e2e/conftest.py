@@ -28,13 +28,16 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from selenium.common.exceptions import (NoSuchElementException, StaleElementReferenceException,
-                                        TimeoutException)
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    TimeoutException,
+)
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
-from service import keys
+from service import redis_keys as keys
 from support import browser as chromium
 from support.deployment import ROOT, Deployment
 
@@ -129,7 +132,7 @@ class Window:
         self.name = name
         self.console: list[dict] = []  # reading the browser log drains it; keep it here
 
-    def get(self, url: str) -> "Window":
+    def get(self, url: str) -> Window:
         self.driver.get(url)
         return self
 
@@ -207,7 +210,7 @@ class Window:
             return (f"status {status.text!r} (transport {status.get_attribute('data-transport')}, "
                     f"instance {status.get_attribute('data-instance')}); url {self.driver.current_url}; "
                     f"text: {self.find('main').text[:300]!r}")
-        except Exception as exc:  # noqa: BLE001 - only for a failure message
+        except Exception as exc:
             return f"(unreadable: {exc})"
 
     def save_artifacts(self, folder: Path) -> list[Path]:
@@ -217,11 +220,11 @@ class Window:
         try:
             if self.driver.save_screenshot(str(stem) + ".png"):
                 saved.append(Path(str(stem) + ".png"))
-        except Exception:  # noqa: BLE001 - a crashed window still gets its other artifacts
+        except Exception:
             pass
         try:
             lines = [f"{e['level']} {e['message']}" for e in self.browser_log()]
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             lines = [f"(console unavailable: {exc})"]
         console = Path(str(stem) + ".console.log")
         console.write_text("\n".join(lines) + "\n")
@@ -230,7 +233,7 @@ class Window:
             html = Path(str(stem) + ".html")
             html.write_text(self.driver.page_source)
             saved.append(html)
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
         return saved
 
@@ -257,7 +260,7 @@ class Browser:
         for window in self.windows:
             try:
                 window.driver.quit()
-            except Exception:  # noqa: BLE001 - close the others regardless
+            except Exception:
                 pass
         self.windows.clear()
 

@@ -32,7 +32,8 @@ import redis as redis_sync
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
-from service import procs
+from service import paths
+from service.ops import probes, procs
 
 COOKIE_SECRET = "integration-test-cookie-secret-0123456789"
 FEATURED = "internet"
@@ -98,7 +99,7 @@ class Cluster:
 
     def __init__(self, workdir: Path):
         self.dir = workdir
-        self.redis_port = procs.free_port()
+        self.redis_port = probes.free_port()
         self.redis_dir = workdir / "redis-data"
         self.redis_log = workdir / "redis.log"
         self.redis_proc: subprocess.Popen | None = None
@@ -136,7 +137,7 @@ class Cluster:
 
     # ---- the simulated upstream search API
     def start_upstream_sim(self, latency_ms: float = 0, error_rate: float = 0.0) -> UpstreamSim:
-        self.sim = UpstreamSim(procs.free_port(), self.dir / "upstream-sim.log")
+        self.sim = UpstreamSim(probes.free_port(), self.dir / "upstream-sim.log")
         self.sim.proc = procs.start_upstream_sim(self.sim.port, latency_ms, error_rate,
                                                  self.sim.log_path)
         return self.sim
@@ -154,7 +155,7 @@ class Cluster:
                 "BB_DRAIN_S": "2",
                 **{k: str(v) for k, v in env.items()},
             }
-            app = App(name, procs.free_port(), app_env, self.dir / f"{name}.log")
+            app = App(name, probes.free_port(), app_env, self.dir / f"{name}.log")
             self.apps[name] = app
             app.proc = procs.start_instance(app.port, app.env, app.log_path)
             started.append(app)
@@ -164,7 +165,7 @@ class Cluster:
 
     def wait_ready(self, name: str, timeout_s: float = 30) -> None:
         app = self.apps[name]
-        procs.wait_until(lambda: procs.is_ready(app.port), timeout_s, f"{name} /readyz", app.proc)
+        probes.wait_until(lambda: probes.is_ready(app.port), timeout_s, f"{name} /readyz", app.proc)
 
     def stop_app(self, name: str) -> int | None:
         return procs.stop(self.apps[name].proc)
@@ -173,7 +174,7 @@ class Cluster:
         """SIGTERM the instance, then start it again on the same port with the same env."""
         app = self.apps[name]
         procs.stop(app.proc)
-        procs.wait_until(lambda: procs.port_is_free(app.port), 10, f"port {app.port} freed")
+        probes.wait_until(lambda: probes.port_is_free(app.port), 10, f"port {app.port} freed")
         app.proc = procs.start_instance(app.port, app.env, app.log_path)
         self.wait_ready(name, ready_timeout_s)
         return app
@@ -199,7 +200,7 @@ class Cluster:
     # ---- CLI
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """`python -m service ARGS` against this cluster's Redis."""
-        result = subprocess.run([sys.executable, "-m", "service", *args], cwd=procs.ROOT,
+        result = subprocess.run([sys.executable, "-m", "service", *args], cwd=paths.ROOT,
                                 env={**os.environ, "BB_REDIS_URL": self.redis_url},
                                 capture_output=True, text=True, timeout=30)
         if check and result.returncode != 0:
@@ -327,7 +328,7 @@ class WsRecorder:
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def wait_closed(self, timeout_s: float) -> None:

@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from service import deploy
-from service.config import Settings
+from service import paths
+from service.config import Config
+from service.ops import layout as deploy_layout
+from service.ops import render as deploy_render
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -35,9 +37,9 @@ def nginx_test(conf: Path, *, prefix: Path, hosts: str | None = None) -> subproc
 
 
 def test_the_rendered_local_nginx_config_passes_nginx_t(tmp_path):
-    layout = deploy.Layout(var_dir=tmp_path / "var", http_port=18000, first_app_port=18001,
+    layout = deploy_layout.Layout(var_dir=tmp_path / "var", http_port=18000, first_app_port=18001,
                            redis_port=16390, upstream_port=19000)
-    deploy.render(layout)
+    deploy_render.render(layout)
     result = nginx_test(layout.nginx_conf, prefix=layout.var_dir / "nginx")
     assert result.returncode == 0, result.stderr
     assert "syntax is ok" in result.stderr
@@ -61,7 +63,7 @@ def test_nginx_configs_do_what_the_proxy_must():
     locations = (ROOT / "nginx" / "locations.conf").read_text()
     assert re.search(r"map \$http_upgrade \$connection_upgrade \{\s*default upgrade;\s*''\s*'';", http)
     read_timeout_s = int(re.search(r"proxy_read_timeout (\d+)s;", http).group(1))
-    assert read_timeout_s > Settings().longpoll_timeout_s
+    assert read_timeout_s > Config().longpoll_timeout_s
     assert "non_idempotent" not in re.search(r"proxy_next_upstream ([^;]*);", http).group(1)
     assert "X-Real-IP $remote_addr" in http and "X-Forwarded-For $proxy_add_x_forwarded_for" in http
     status_block = re.search(r"location = /cart/status \{([^}]*)\}", locations).group(1)
@@ -138,8 +140,8 @@ def _essence(argv: list[str]) -> list[str]:
 
 
 def test_compose_starts_the_same_commands_as_make_demo(tmp_path):
-    layout = deploy.Layout(var_dir=tmp_path / "var")
-    deploy.render(layout)
+    layout = deploy_layout.Layout(var_dir=tmp_path / "var")
+    deploy_render.render(layout)
     demo = _program_commands(layout.supervisor_conf.read_text())
     compose = {name: service["command"] for name, service in COMPOSE["services"].items()}
     assert _essence(compose["app"]) == _essence(demo["app-1"]) == \
@@ -149,16 +151,16 @@ def test_compose_starts_the_same_commands_as_make_demo(tmp_path):
     assert _essence(compose["nginx"]) == _essence(demo["nginx"]) == ["nginx", "-c"]
     # and both redis-servers read the same config file
     assert any(arg.endswith("redis.conf") for arg in compose["redis"])
-    assert str(deploy.ROOT / "deploy" / "redis.conf") in demo["redis"]
+    assert str(paths.ROOT / "deploy" / "redis.conf") in demo["redis"]
 
 
 def test_up_keeps_a_config_edited_by_hand_and_renews_the_others(tmp_path):
-    layout = deploy.Layout(var_dir=tmp_path / "var")
-    assert deploy.render(layout) == []
+    layout = deploy_layout.Layout(var_dir=tmp_path / "var")
+    assert deploy_render.render(layout) == []
     edited = layout.nginx_conf.read_text().replace("worker_processes 1;", "worker_processes 2;")
     layout.nginx_conf.write_text(edited)
     layout.supervisor_conf.unlink()
-    notes = deploy.render(deploy.Layout(var_dir=tmp_path / "var", instances=2))
+    notes = deploy_render.render(deploy_layout.Layout(var_dir=tmp_path / "var", instances=2))
     assert notes == [f"kept {layout.nginx_conf} (edited by hand; delete it to get a fresh one)"]
     assert layout.nginx_conf.read_text() == edited
     assert "[program:app-2]" in layout.supervisor_conf.read_text()

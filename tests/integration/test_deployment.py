@@ -14,7 +14,7 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
-from service import keys
+from service import redis_keys as keys
 from support.deployment import ROOT, Deployment, alive
 
 SKU = "tornado"

@@ -4,6 +4,7 @@ protocol (listings 5-4..5-8) and the long-poll hold."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections import Counter
@@ -119,7 +120,7 @@ async def test_sixty_shoppers_race_for_ten_copies_across_two_instances(cluster, 
         versions = [m["version"] for m in socket.payloads]
         assert min(counts) >= 0, (socket.label, counts)
         assert counts[-1] == 0, (socket.label, counts)
-        assert all(b > a for a, b in zip(versions, versions[1:])), (socket.label, versions)
+        assert all(b > a for a, b in itertools.pairwise(versions)), (socket.label, versions)
         assert len({m["epoch"] for m in socket.payloads}) == 1
     for seen in observed:
         assert seen and min(s["inventoryCount"] for s in seen) >= 0, seen

@@ -108,8 +108,10 @@ async def test_redis_restart_keeps_holds_and_existing_sockets_get_next_change(cl
 
 async def test_lost_subscription_resyncs_and_pushes_the_missed_change(cluster, shop):
     """A change published while the subscriptions are down reaches clients anyway."""
-    from service import keys
-    from service.inventory import _SET_STOCK  # the project's own script, not a copy
+    from service import redis_keys as keys
+    from service.inventory.scripts import (
+        SET_STOCK as _SET_STOCK,  # the project's own script, not a copy
+    )
 
     apps = ["app-a", "app-b"]
     cluster.start_apps(*apps)

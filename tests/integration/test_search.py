@@ -18,8 +18,9 @@ from urllib.parse import quote
 
 import pytest
 
-from service import keys, procs
-from service.search_cache import query_hash
+from service import redis_keys as keys
+from service.ops import probes
+from service.search.result import query_hash
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -37,7 +38,7 @@ def cluster(tmp_path_factory, cluster_class):
         common = {"BB_UPSTREAM_URL": sim.url, "BB_UPSTREAM_TIMEOUT_S": TIMEOUT_S}
         c.start_apps(A, B, **common)
         c.start_apps(S, BB_SEARCH_FRESH_S=1, BB_SEARCH_STALE_S=120, **common)
-        c.start_apps(D, BB_UPSTREAM_URL=f"http://127.0.0.1:{procs.free_port()}")
+        c.start_apps(D, BB_UPSTREAM_URL=f"http://127.0.0.1:{probes.free_port()}")
         c.start_apps(M, BB_UPSTREAM_KIND="mastodon", **common)
         yield c
     finally:

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import redis as redis_sync
 
-from service.cluster import process_alive
-from service import procs, sessions
+from service.ops import probes
+from service.ops.probes import process_alive
+from service.web import sessions
 
 ROOT = Path(__file__).resolve().parents[2]
 UP_TIMEOUT_S = 90
@@ -28,10 +29,10 @@ class Deployment:
 
     def __init__(self, var_dir: Path, instances: int = 3, env: dict[str, str] | None = None):
         self.var_dir = var_dir
-        self.http_port = procs.free_port()
+        self.http_port = probes.free_port()
         self.first_app_port = free_run(instances)
-        self.redis_port = procs.free_port()
-        self.upstream_port = procs.free_port()
+        self.redis_port = probes.free_port()
+        self.upstream_port = probes.free_port()
         self.instances = instances
         self.env = {"BB_DRAIN_S": "5", **(env or {})}
         self.proc: subprocess.Popen | None = None
@@ -53,13 +54,13 @@ class Deployment:
 
     def start(self) -> None:
         self.var_dir.parent.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service", "up", "--instances", str(self.instances),
-             "--http-port", str(self.http_port), "--first-port", str(self.first_app_port),
-             "--redis-port", str(self.redis_port), "--upstream-port", str(self.upstream_port),
-             "--var-dir", str(self.var_dir)],
-            cwd=ROOT, env={**os.environ, **self.env},
-            stdout=open(self.output, "wb"), stderr=subprocess.STDOUT)
+        with open(self.output, "wb") as out:  # the child keeps its own copy
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "service", "up", "--instances", str(self.instances),
+                 "--http-port", str(self.http_port), "--first-port", str(self.first_app_port),
+                 "--redis-port", str(self.redis_port), "--upstream-port", str(self.upstream_port),
+                 "--var-dir", str(self.var_dir)],
+                cwd=ROOT, env={**os.environ, **self.env}, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + UP_TIMEOUT_S
         while b"is up" not in self.output.read_bytes():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -95,8 +96,8 @@ class Deployment:
 def free_run(count: int) -> int:
     """The first of `count` consecutive free ports."""
     for _ in range(50):
-        first = procs.free_port()
-        if first + count < 65535 and all(procs.port_is_free(first + i) for i in range(count)):
+        first = probes.free_port()
+        if first + count < 65535 and all(probes.port_is_free(first + i) for i in range(count)):
             return first
     raise RuntimeError("no run of free ports")
 

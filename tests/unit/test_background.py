@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from service.background import Backoff, every
+from service.loops import Backoff, every
 
 pytestmark = pytest.mark.timeout(10)
 log = logging.getLogger(__name__)

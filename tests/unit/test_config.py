@@ -1,15 +1,15 @@
-"""Settings: defaults, and bad values refused at start with a message naming the fix."""
+"""Config: defaults, and bad values refused at start with a message naming the fix."""
 
 import pytest
 
-from service.catalog import Catalog, CatalogError
-from service.config import Settings, SettingsError
+from service.config import Config, ConfigError
+from service.inventory.catalog import Catalog, CatalogError
 
 SECRET = {"BB_COOKIE_SECRET": "0123456789abcdef0123"}
 
 
 def test_defaults():
-    settings = Settings.from_env(SECRET)
+    settings = Config.from_env(SECRET)
     assert settings.redis_url == "redis://127.0.0.1:6379/0"
     assert settings.hold_ttl_s == 900 and settings.longpoll_timeout_s == 25
     assert settings.port == 8000 and settings.instance_id.endswith("-8000")
@@ -17,7 +17,7 @@ def test_defaults():
 
 
 def test_environment_and_flags():
-    settings = Settings.from_env({**SECRET, "BB_REDIS_URL": "redis://db:6380/1",
+    settings = Config.from_env({**SECRET, "BB_REDIS_URL": "redis://db:6380/1",
                                   "BB_INSTANCE_ID": "app-7", "BB_HOLD_TTL_S": "1.5",
                                   "BB_PORT": "9000"}, port=8123)
     assert (settings.redis_url, settings.instance_id, settings.hold_ttl_s, settings.port) == \
@@ -46,17 +46,17 @@ def test_environment_and_flags():
     ("BB_SEARCH_STALE_S", "0", "out of range"),
 ])
 def test_bad_values_fail_with_a_clear_message(name, value, words):
-    with pytest.raises(SettingsError, match=words) as refused:
-        Settings.from_env({**SECRET, name: value})
+    with pytest.raises(ConfigError, match=words) as refused:
+        Config.from_env({**SECRET, name: value})
     assert name in str(refused.value)
 
 
 def test_search_settings():
-    defaults = Settings.from_env(SECRET)
+    defaults = Config.from_env(SECRET)
     assert (defaults.upstream_url, defaults.upstream_kind, defaults.upstream_timeout_s,
             defaults.search_fresh_s, defaults.search_stale_s, defaults.demo_blocking) == \
         ("http://127.0.0.1:9000", "twitter-v1", 5.0, 30.0, 300.0, False)
-    settings = Settings.from_env({**SECRET, "BB_UPSTREAM_URL": "https://mastodon.local/",
+    settings = Config.from_env({**SECRET, "BB_UPSTREAM_URL": "https://mastodon.local/",
                                   "BB_UPSTREAM_KIND": "mastodon", "BB_UPSTREAM_TIMEOUT_S": "2.5",
                                   "BB_SEARCH_FRESH_S": "10", "BB_SEARCH_STALE_S": "60"},
                                  demo_blocking=True)
@@ -66,10 +66,10 @@ def test_search_settings():
 
 
 def test_missing_secret_is_generated_per_process():
-    first, second = Settings.from_env({}), Settings.from_env({})
+    first, second = Config.from_env({}), Config.from_env({})
     assert first.cookie_secret != second.cookie_secret
     assert first.cookie_secret_is_random
-    assert not Settings.from_env({"BB_COOKIE_SECRET": "s" * 16}).cookie_secret_is_random
+    assert not Config.from_env({"BB_COOKIE_SECRET": "s" * 16}).cookie_secret_is_random
 
 
 @pytest.mark.parametrize("content, words", [

@@ -6,10 +6,10 @@ import json
 import fakeredis
 import pytest
 
-from service import keys
-from service.catalog import Catalog
-from service.config import DEFAULT_CATALOG
+from service import redis_keys as keys
 from service.inventory import InventoryStore, SoldOut, StockBelowHolds, UnknownSku
+from service.inventory.catalog import Catalog
+from service.paths import DEFAULT_CATALOG
 
 pytestmark = pytest.mark.timeout(20)
 

@@ -2,10 +2,11 @@
 
 import pytest
 
-from service.handlers import ApiError, is_ahead_of, parse_cursors
 from service.inventory import Snapshot
 from service.live import Entry
-from service.sessions import is_cross_site, new_token, session_id_from
+from service.web.cursors import is_ahead_of, parse_cursors
+from service.web.errors import ApiError
+from service.web.sessions import is_cross_site, new_token, session_id_from
 
 
 def test_cursors_parse_epoch_version_or_bare_version():

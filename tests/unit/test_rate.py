@@ -13,17 +13,24 @@ import pytest
 import tornado.web
 from tornado.httpserver import HTTPServer
 
-from service import upstream_sim
-from service.rate import (Mastodon, QueryNotSupported, SearchResult, TwitterV1, Upstream,
-                          UpstreamError, UpstreamMalformed, UpstreamTimeout, UpstreamUnreachable,
-                          parse_created_at, result_from, search_blocking,
-                          tweets_per_second)
+from service.search import simulator as upstream_sim
+from service.search.adapters import Mastodon, TwitterV1, parse_created_at, result_from
+from service.search.result import (
+    QueryNotSupported,
+    SearchResult,
+    UpstreamError,
+    UpstreamMalformed,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+    tweets_per_second,
+)
+from service.search.upstream import Upstream, search_blocking
 
 pytestmark = pytest.mark.timeout(30)
 
 
 def epoch(text: str) -> float:
-    return datetime.datetime.fromisoformat(text).replace(tzinfo=datetime.timezone.utc).timestamp()
+    return datetime.datetime.fromisoformat(text).replace(tzinfo=datetime.UTC).timestamp()
 
 
 # --------------------------------------------------------------------------- arithmetic
@@ -198,7 +205,7 @@ def mastodon_statuses(*created: str) -> bytes:
 
 
 async def test_mastodon_adapter_against_a_mastodon_shaped_server(serve):
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     stamps = [(now - datetime.timedelta(seconds=s)).isoformat(timespec="milliseconds")
               .replace("+00:00", "Z") for s in (1, 20, 40)]
     served = serve({"/api/v1/timelines/tag/tornado": (200, mastodon_statuses(*stamps))})
@@ -217,7 +224,7 @@ async def test_mastodon_adapter_against_a_mastodon_shaped_server(serve):
 async def test_twitter_v1_against_the_simulators_answer(serve):
     sim_body = json.dumps({"results": [
         upstream_sim._tweet("pants", t) for t in upstream_sim.post_times(
-            "pants", 100, datetime.datetime.now(datetime.timezone.utc).timestamp())]}).encode()
+            "pants", 100, datetime.datetime.now(datetime.UTC).timestamp())]}).encode()
     served = serve({"/search.json": (200, sim_body)})
     upstream = Upstream(served.url, "twitter-v1", timeout_s=2)
     try:

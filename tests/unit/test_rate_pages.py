@@ -13,13 +13,13 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient
 from tornado.httpserver import HTTPServer
 
-from service.app import Services, make_app
-from service.catalog import Catalog
-from service.config import Settings
+from service.config import Config
 from service.inventory import InventoryStore
+from service.inventory.catalog import Catalog
 from service.live import InventoryFeed, LiveHub
-from service.rate import QueryNotSupported, SearchResult
-from service.search_cache import SearchCache
+from service.search import QueryNotSupported, SearchCache, SearchResult
+from service.web.app import make_app
+from service.web.services import Services
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -39,7 +39,7 @@ class Upstream:
 
 @pytest.fixture
 async def app():
-    settings = Settings.from_env({"BB_COOKIE_SECRET": "x" * 32, "BB_INSTANCE_ID": "unit"})
+    settings = Config.from_env({"BB_COOKIE_SECRET": "x" * 32, "BB_INSTANCE_ID": "unit"})
     catalog = Catalog.load(settings.catalog_path)
     server = fakeredis.FakeServer()
     redis = fakeredis.FakeAsyncRedis(server=server)

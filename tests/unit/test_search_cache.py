@@ -9,9 +9,17 @@ import asyncio
 import fakeredis
 import pytest
 
-from service import keys
-from service.rate import QueryNotSupported, SearchResult, UpstreamError, UpstreamTimeout
-from service.search_cache import COALESCED, HIT, MISS, STALE, SearchCache, normalise, query_hash
+from service import redis_keys as keys
+from service.search import cache as search_cache
+from service.search.cache import COALESCED, HIT, MISS, STALE, SearchCache
+from service.search.result import (
+    QueryNotSupported,
+    SearchResult,
+    UpstreamError,
+    UpstreamTimeout,
+    normalise,
+    query_hash,
+)
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -124,7 +132,7 @@ def test_queries_are_normalised_before_hashing():
 
 
 async def test_concurrent_local_requests_share_one_fetch_and_one_lock_attempt(server, clock):
-    cache, upstream, redis = make_cache(server, clock)
+    cache, upstream, _redis = make_cache(server, clock)
     upstream.gate = asyncio.Event()
     lookups = [asyncio.ensure_future(cache.lookup("pants")) for _ in range(25)]
     await asyncio.sleep(0.05)
@@ -253,7 +261,7 @@ async def test_xfetch_stays_quiet_far_from_expiry(server, clock):
 
 
 async def test_a_hot_query_reads_redis_once_per_local_ttl(server, clock):
-    cache, upstream, redis = make_cache(server, clock)
+    cache, _upstream, redis = make_cache(server, clock)
     other, _, _ = make_cache(server, clock)
     await cache.lookup("pants")
     gets = redis.gets
@@ -266,13 +274,13 @@ async def test_a_hot_query_reads_redis_once_per_local_ttl(server, clock):
     renewed = await other.lookup("pants")
     assert renewed.cache == MISS
     assert (await cache.lookup("pants")).result != renewed.result  # kept for up to 1 s
-    clock.now += keys.SEARCH_LOCAL_TTL_S
+    clock.now += search_cache.LOCAL_TTL_S
     assert (await cache.lookup("pants")).result == renewed.result
     assert redis.gets == gets + 1
 
 
 async def test_the_near_cache_never_serves_past_freshness(server, clock):
-    cache, upstream, _ = make_cache(server, clock)
+    cache, _upstream, _ = make_cache(server, clock)
     await cache.lookup("pants")
     clock.now += FRESH_S - 0.5  # the local copy would still be young, the value is not
     assert (await cache.lookup("pants")).cache == HIT

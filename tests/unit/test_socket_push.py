@@ -14,19 +14,20 @@ import fakeredis
 import pytest
 from tornado.httpserver import HTTPServer
 
-from service.app import Services, make_app
-from service.catalog import Catalog
-from service.config import Settings
+from service.config import Config
 from service.inventory import InventoryStore, Snapshot
+from service.inventory.catalog import Catalog
 from service.live import InventoryFeed, LiveHub
-from service.sockets import SILENT_PEER_TIMEOUT_S, ping_sockets
+from service.web.app import make_app
+from service.web.services import Services
+from service.web.sockets import SILENT_PEER_TIMEOUT_S, ping_sockets
 
 pytestmark = pytest.mark.timeout(30)
 
 
 @pytest.fixture
 async def server():
-    settings = Settings.from_env({"BB_COOKIE_SECRET": "x" * 32, "BB_INSTANCE_ID": "unit"})
+    settings = Config.from_env({"BB_COOKIE_SECRET": "x" * 32, "BB_INSTANCE_ID": "unit"})
     catalog = Catalog.load(settings.catalog_path)
     redis = fakeredis.FakeAsyncRedis()
     store = InventoryStore(redis, catalog, settings.hold_ttl_s)
@@ -113,7 +114,7 @@ async def test_keepalive_pings_answering_sockets_and_closes_silent_ones(server):
     [handler] = services.hub.subscribers()
     start = handler.last_heard
 
-    assert ping_sockets(services.hub, now=start + 1) == 0
+    assert ping_sockets(services.hub, now_s=start + 1) == 0
     assert await asyncio.wait_for(read_raw_frame(reader), 5) == (0x89, b"")  # a ping
     writer.write(b"\x8a\x80" + os.urandom(4))  # the client's (masked, empty) pong
     await writer.drain()
@@ -124,7 +125,7 @@ async def test_keepalive_pings_answering_sockets_and_closes_silent_ones(server):
     assert handler.last_heard > start
 
     # long after the last pong: the peer counts as gone and is closed with 1001
-    assert ping_sockets(services.hub, now=handler.last_heard + SILENT_PEER_TIMEOUT_S + 1) == 1
+    assert ping_sockets(services.hub, now_s=handler.last_heard + SILENT_PEER_TIMEOUT_S + 1) == 1
     opcode, body = await asyncio.wait_for(read_raw_frame(reader), 5)
     assert opcode == 0x88 and int.from_bytes(body[:2], "big") == 1001
     writer.close()

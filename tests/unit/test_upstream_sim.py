@@ -10,8 +10,8 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient
 from tornado.httpserver import HTTPServer
 
-from service.rate import Mastodon, TwitterV1
-from service.upstream_sim import make_sim_app
+from service.search.adapters import Mastodon, TwitterV1
+from service.search.simulator import make_sim_app
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -75,7 +75,7 @@ async def test_stats_count_per_query_and_reset(sim):
     call = sim()
     for q in ("pants", "pants", "shirts"):
         await call(f"/search.json?q={q}")
-    status, body = await call("/stats")
+    _status, body = await call("/stats")
     assert json.loads(body) == {"requests": {"pants": 2, "shirts": 1}, "total": 3}
     await call("/stats/reset", {})
     assert json.loads((await call("/stats"))[1]) == {"requests": {}, "total": 0}

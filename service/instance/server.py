@@ -1,0 +1,187 @@
+"""One app instance's lifecycle: start, serve, and drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.exceptions import RedisError
+from tornado.httpserver import HTTPServer
+from tornado.iostream import IOStream
+
+from service import redis_keys
+from service.config import Config
+from service.inventory import Catalog, InventoryStore
+from service.listen import listen
+from service.live import InventoryFeed, LiveHub
+from service.loops import every
+from service.monitor.heartbeat import HEARTBEAT_INTERVAL_S, heartbeat, send_heartbeat
+from service.monitor.metrics import Metrics
+from service.search import SearchCache, Upstream
+from service.web.app import make_app
+from service.web.limits import SERVER_MAX_BODY_BYTES
+from service.web.services import Services
+from service.web.sockets import GOING_AWAY, KEEPALIVE_INTERVAL_S, ping_sockets
+
+log = logging.getLogger(__name__)
+
+# background tasks get this long to finish after cancellation before we stop waiting
+TASK_STOP_TIMEOUT_S = 2.0
+# Longer than nginx's upstream keepalive_timeout (2 s, nginx/*.conf and ops/render.py).
+KEEPALIVE_GRACE_S = 3.0
+
+
+class CountingHTTPServer(HTTPServer):
+    """An HTTPServer that knows how many HTTP connections it has open, through Tornado's
+    public hooks (TCPServer.handle_stream, HTTPServerConnectionDelegate.on_close).
+
+    A connection stops being counted when its HTTP exchange ends; a WebSocket does so
+    at its upgrade (the hub knows the open sockets)."""
+
+    open_connections = 0
+
+    def handle_stream(self, stream: IOStream, address: tuple[Any, ...]) -> None:
+        self.open_connections += 1
+        super().handle_stream(stream, address)
+
+    def on_close(self, server_conn: object) -> None:
+        self.open_connections -= 1
+        super().on_close(server_conn)
+
+
+def redis_clients(redis_url: str) -> tuple[aioredis.Redis, aioredis.Redis]:
+    """(commands client, pub/sub client).
+
+    Commands retry briefly so a blip is invisible but a dead Redis answers 503 fast.
+    The pub/sub client must not retry: redis-py would resubscribe silently and we would
+    skip the resync that recovers messages lost meanwhile.
+    """
+    commands = aioredis.Redis.from_url(
+        redis_url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 2))
+    pubsub = aioredis.Redis.from_url(
+        redis_url, socket_connect_timeout=2, health_check_interval=10, retry=Retry(NoBackoff(), 0))
+    return commands, pubsub
+
+
+def build_services(config: Config) -> tuple[Services, aioredis.Redis]:
+    """The instance's services, and the Redis client its subscription uses."""
+    catalog = Catalog.load(config.catalog_path)
+    commands, pubsub = redis_clients(config.redis_url)
+    store = InventoryStore(commands, catalog, config.hold_ttl_s)
+    hub = LiveHub(config.instance_id)
+    feed = InventoryFeed(pubsub, store, hub)
+    metrics = Metrics()
+    upstream = Upstream(config.upstream_url, config.upstream_kind, config.upstream_timeout_s,
+                        observe=metrics.observe_upstream)
+    search = SearchCache(commands, upstream,
+                         fresh_s=config.search_fresh_s, stale_s=config.search_stale_s,
+                         upstream_timeout_s=config.upstream_timeout_s)
+    return Services(config, catalog, commands, store, hub, feed, search=search,
+                    metrics=metrics), pubsub
+
+
+def background_tasks(services: Services) -> list[asyncio.Task[None]]:
+    """The instance's loops: the subscription, the hold sweeper, pings and heartbeats."""
+    config = services.config
+    started_s = time.time()
+
+    async def beat() -> None:
+        await send_heartbeat(services.redis,
+                             heartbeat(services, config.instance_id, config.port, started_s))
+
+    loops = {
+        "inventory-feed": services.feed.run(),
+        "hold-sweeper": every(config.sweep_interval_s, services.store.sweep, log, "hold sweeper"),
+        "socket-keepalive": every(KEEPALIVE_INTERVAL_S, keep_sockets_alive(services.hub), log,
+                                  "socket keep-alive"),
+        "heartbeat": every(HEARTBEAT_INTERVAL_S, beat, log, "heartbeat"),
+    }
+    return [asyncio.create_task(loop, name=name) for name, loop in loops.items()]
+
+
+async def run_instance(config: Config) -> None:
+    """Serve until SIGTERM/SIGINT, then drain within config.drain_s."""
+    if config.cookie_secret_is_random:
+        log.warning("BB_COOKIE_SECRET is not set: using a random one; instances will not "
+                    "accept each other's sessions. Set BB_COOKIE_SECRET for a cluster.")
+    services, pubsub_redis = build_services(config)
+    sockets = listen(config.port, config.host, "stop what uses it or choose another with --port")
+    server = CountingHTTPServer(make_app(services), max_body_size=SERVER_MAX_BODY_BYTES)
+    server.add_sockets(sockets)
+    tasks = background_tasks(services)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info("instance %s listening on http://%s:%d (Redis %s)", config.instance_id,
+             config.host, config.port, config.redis_url)
+    await stop.wait()
+    await drain(services, server, config.drain_s)
+    for task in tasks:
+        task.cancel()
+    _, stuck = await asyncio.wait(tasks, timeout=TASK_STOP_TIMEOUT_S)
+    if stuck:
+        log.warning("background task(s) %s did not stop in time",
+                    ", ".join(task.get_name() for task in stuck))
+    if services.search is not None:
+        await services.search.aclose()  # background refreshes and the upstream HTTP client
+    try:  # tell the others at once rather than when the heartbeat expires
+        await services.redis.delete(redis_keys.heartbeat_key(config.instance_id))
+    except (RedisError, OSError):
+        pass
+    await services.redis.aclose()
+    await pubsub_redis.aclose()
+    log.info("instance %s stopped", config.instance_id)
+
+
+def keep_sockets_alive(hub: LiveHub) -> Callable[[], Awaitable[None]]:
+    async def step() -> None:
+        closed = ping_sockets(hub)
+        if closed:
+            log.info("closed %d WebSocket(s) that stopped answering pings", closed)
+    return step
+
+
+async def drain(services: Services, server: CountingHTTPServer, drain_s: float) -> None:
+    """Stop taking connections, answer long-polls, close sockets 1001, finish requests.
+
+    Connections a proxy keeps alive stay open (answered with `Connection: close`) until
+    the proxy drops them or KEEPALIVE_GRACE_S passes: closing one under the proxy's feet
+    could fail a POST it had just sent, which it must not retry elsewhere.
+    """
+    started = time.monotonic()
+    services.draining = True  # /readyz 503, `Connection: close`, long-polls answer at once
+    server.stop()
+    services.hub.release_all()
+    sockets = services.hub.subscribers()
+    for socket_handler in sockets:
+        socket_handler.close(GOING_AWAY, "server shutting down")
+    log.info("draining: %d socket(s) closed, %d request(s) in flight", len(sockets),
+             services.inflight)
+
+    def elapsed_s() -> float:
+        return time.monotonic() - started
+
+    def busy() -> bool:
+        return services.inflight > 0 or (server.open_connections > 0
+                                         and elapsed_s() < KEEPALIVE_GRACE_S)
+    while busy() and elapsed_s() < drain_s:
+        services.hub.release_all()
+        await asyncio.sleep(0.05)
+    if services.inflight:
+        log.warning("drain time (%.1fs) over with %d request(s) still in flight",
+                    drain_s, services.inflight)
+    remaining_s = max(0.1, drain_s - elapsed_s())
+    try:
+        await asyncio.wait_for(server.close_all_connections(), timeout=remaining_s)
+    except TimeoutError:
+        log.warning("some connections did not close within the drain time")
+    log.info("drained in %.2fs", elapsed_s())

@@ -1,0 +1,8 @@
+"""The shop's stock in Redis: the catalog, snapshots, and the atomic cart changes."""
+
+from service.inventory.catalog import Book, Catalog, CatalogError
+from service.inventory.snapshot import CartResult, Snapshot, SoldOut, StockBelowHolds, UnknownSku
+from service.inventory.store import InventoryStore
+
+__all__ = ["Book", "CartResult", "Catalog", "CatalogError", "InventoryStore", "Snapshot",
+           "SoldOut", "StockBelowHolds", "UnknownSku"]

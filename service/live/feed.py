@@ -1,0 +1,78 @@
+"""The process's single Redis subscription, feeding the local hub."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from service import redis_keys
+from service.inventory import InventoryStore, Snapshot
+from service.live.hub import LiveHub
+from service.loops import Backoff, raise_if_cancelling
+
+log = logging.getLogger(__name__)
+
+
+class InventoryFeed:
+    """The process's single Redis subscription, resynchronised after every (re)subscribe.
+
+    Pub/sub is at-most-once: messages published while the subscription was down are
+    gone. So every (re)subscribe is followed by a re-read of all snapshots, which the
+    hub pushes to clients only where they are newer than what it already had.
+    """
+
+    def __init__(self, pubsub_redis: aioredis.Redis, store: InventoryStore, hub: LiveHub):
+        # pubsub_redis must be a client without automatic retries: redis-py would
+        # otherwise reconnect and resubscribe silently, skipping our resync.
+        self.redis = pubsub_redis
+        self.store = store
+        self.hub = hub
+        self.subscribed = asyncio.Event()
+        self.resyncs = 0
+
+    async def run(self) -> None:
+        """Subscribe, resync, relay messages; on any Redis failure back off and repeat."""
+        backoff = Backoff(base_s=0.1, cap_s=5.0)
+        while True:
+            try:
+                await self._subscribe_and_relay(backoff)
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                raise_if_cancelling()
+                delay = backoff.next_delay_s()
+                log.warning("inventory subscription lost (%s: %s); retrying in %.2fs",
+                            type(exc).__name__, exc, delay)
+                await asyncio.sleep(delay)
+
+    async def _subscribe_and_relay(self, backoff: Backoff) -> None:
+        pubsub = self.redis.pubsub()
+        try:
+            await pubsub.subscribe(redis_keys.INVENTORY_CHANNEL)
+            created = await self.store.seed()
+            if created:
+                log.info("initialised %d SKU(s) in Redis", created)
+            for snapshot in await self.store.snapshots(self.store.catalog.skus):
+                self.hub.apply(snapshot)
+            self.resyncs += 1
+            self.subscribed.set()
+            backoff.reset()
+            log.info("subscribed to %s and resynchronised", redis_keys.INVENTORY_CHANNEL)
+            while True:
+                raise_if_cancelling()
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+                if message is None or message.get("type") != "message":
+                    continue
+                try:
+                    self.hub.apply(Snapshot.from_message(message["data"]))
+                except ValueError as exc:
+                    log.warning("ignored a malformed inventory message: %s", exc)
+        finally:
+            self.subscribed.clear()
+            try:
+                await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+            except (RedisError, OSError):
+                pass

@@ -1,0 +1,139 @@
+"""The process's local hub: the latest snapshot of every SKU, and the clients waiting.
+
+The hub keeps the latest snapshot of every SKU in memory. Parked long-polls and open
+WebSockets wait on the hub, never on Redis, so a client costs Redis nothing. Each change
+is serialised once per process (JSON payload plus a ready-made WebSocket frame) and the
+same bytes go to every client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import struct
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Protocol
+
+from service.inventory import Snapshot
+
+
+def websocket_text_frame(payload: bytes) -> bytes:
+    """An unmasked, unfragmented RFC 6455 text frame: identical for every client."""
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", 0x81, size)
+    elif size <= 0xFFFF:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    return header + payload
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Entry:
+    """A snapshot with its serialised forms, built once per change per process."""
+    snapshot: Snapshot
+    payload: bytes
+    frame: bytes
+
+    @classmethod
+    def build(cls, snapshot: Snapshot, instance_id: str) -> Entry:
+        """Serialise a snapshot once, for every long-poll and socket of this process."""
+        payload = json.dumps({**snapshot.as_dict(), "instance": instance_id},
+                             separators=(",", ":")).encode()
+        return cls(snapshot, payload, websocket_text_frame(payload))
+
+
+class Subscriber(Protocol):
+    """A client the hub pushes every change of its SKUs to (an open WebSocket)."""
+
+    def push(self, entry: Entry) -> None:
+        """Deliver a snapshot now, or keep it as the newest of its SKU until it can be."""
+
+    def keep_alive(self, now_s: float) -> bool:
+        """Ping the peer, or close it if it stopped answering; True when it was closed."""
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        """Close the connection (e.g. 1001 while the instance drains)."""
+
+
+class LiveHub:
+    """Latest snapshot per SKU, and the local long-polls and sockets waiting on them."""
+
+    def __init__(self, instance_id: str):
+        self.instance_id = instance_id
+        self._entries: dict[str, Entry] = {}
+        self._waiters: dict[str, set[asyncio.Future[Entry | None]]] = defaultdict(set)
+        self._subscribers: dict[str, set[Subscriber]] = defaultdict(set)
+        # snapshots handed out, by transport (read by /metrics; counted per change, not
+        # per client, so the fan-out loop stays bare)
+        self.deliveries = {"websocket": 0, "longpoll": 0}
+
+    def current(self, sku: str) -> Entry | None:
+        """The latest snapshot this process has of the SKU (None before the first sync)."""
+        return self._entries.get(sku)
+
+    def apply(self, snapshot: Snapshot) -> bool:
+        """Take a snapshot if it is newer than the one held, and wake its clients."""
+        held = self._entries.get(snapshot.sku)
+        if not snapshot.is_newer_than(held.snapshot if held else None):
+            return False
+        entry = Entry.build(snapshot, self.instance_id)
+        self._entries[snapshot.sku] = entry
+        waiters = self._waiters.pop(snapshot.sku, ())
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(entry)
+        # copy: a push may close a dead socket, whose cleanup edits the set
+        subscribers = list(self._subscribers.get(snapshot.sku, ()))
+        for subscriber in subscribers:
+            subscriber.push(entry)
+        self.deliveries["longpoll"] += len(waiters)
+        self.deliveries["websocket"] += len(subscribers)
+        return True
+
+    def wait(self, skus: Iterable[str]) -> asyncio.Future[Entry | None]:
+        """A future resolved by the next change of any of the SKUs; cancel it to stop."""
+        future: asyncio.Future[Entry | None] = asyncio.get_running_loop().create_future()
+        watched = list(skus)
+        for sku in watched:
+            self._waiters[sku].add(future)
+
+        def forget(_: object) -> None:
+            for sku in watched:
+                waiting = self._waiters.get(sku)
+                if waiting is not None:
+                    waiting.discard(future)
+        future.add_done_callback(forget)
+        return future
+
+    def release_all(self) -> None:
+        """Answer every parked long-poll now (used when draining)."""
+        waiters = {w for group in self._waiters.values() for w in group}
+        self._waiters.clear()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def attach(self, subscriber: Subscriber, skus: Iterable[str]) -> None:
+        """Push every later change of these SKUs to the subscriber."""
+        for sku in skus:
+            self._subscribers[sku].add(subscriber)
+
+    def detach(self, subscriber: Subscriber, skus: Iterable[str]) -> None:
+        """Stop pushing to the subscriber (it closed)."""
+        for sku in skus:
+            group = self._subscribers.get(sku)
+            if group is not None:
+                group.discard(subscriber)
+
+    def subscribers(self) -> set[Subscriber]:
+        """Every open subscriber, once each."""
+        return {s for group in self._subscribers.values() for s in group}
+
+    def counts(self) -> dict[str, int]:
+        """How many local clients wait, by kind (for /metrics and heartbeats)."""
+        return {"longpoll": len({w for g in self._waiters.values() for w in g}),
+                "websocket": len(self.subscribers())}

@@ -1,0 +1,1 @@
+"""What an instance tells about itself: Prometheus figures and its heartbeat in Redis."""

@@ -1,0 +1,116 @@
+"""`python -m service ctl`: operate the running local cluster of `up`.
+
+`ctl` talks to its supervisord over the unix socket. Planned stops take an instance out
+of nginx first (marked `down`, nginx reloaded) and then let it drain, so a rolling
+restart under load fails no request.
+"""
+
+from __future__ import annotations
+
+import time
+import xmlrpc.client
+from collections.abc import Callable
+from pathlib import Path
+
+from service.ops.errors import OpsError
+from service.ops.layout import Layout
+from service.ops.probes import is_ready, wait_until
+from service.ops.render import upstream_block
+from service.ops.supervisor import process_states, supervisor
+from service.ops.up import START_TIMEOUT_S
+
+# after nginx reloads, old workers finish their requests; give them this long
+NGINX_RELOAD_SETTLE_S = 1.0
+
+
+class Controller:
+    """What `python -m service ctl` does to a running cluster."""
+
+    def __init__(self, layout: Layout, out: Callable[[str], None] = print):
+        self.layout = layout
+        self.rpc = supervisor(layout)
+        self.out = out
+
+    def status(self) -> list[str]:
+        rows = [f"{'NAME':<14} {'STATE':<9} {'PID':>7}  {'PORT':>5}  READY"]
+        ports = self.layout.all_ports()
+        for name, info in process_states(self.layout).items():
+            port = ports.get(name)
+            ready = ""
+            if port is not None and name in self.layout.apps and info["statename"] == "RUNNING":
+                ready = "yes" if is_ready(port) else "no"
+            rows.append(f"{name:<14} {info['statename']:<9} {info['pid'] or '-':>7}  "
+                        f"{port or '':>5}  {ready}")
+        return rows
+
+    def _known(self, name: str) -> None:
+        states = process_states(self.layout)
+        if name not in states:
+            raise OpsError(f"no process named {name!r}; known: {', '.join(states)}")
+
+    def _set_upstream(self, down: set[str]) -> None:
+        """Rewrite nginx's upstream with `down` (and every stopped app) out, and reload."""
+        states = process_states(self.layout)
+        stopped = {name for name in self.layout.apps if states[name]["statename"] != "RUNNING"}
+        self.layout.upstream_conf.write_text(upstream_block(self.layout, frozenset(down | stopped)))
+        if states.get("nginx", {}).get("statename") == "RUNNING":
+            self.rpc.supervisor.signalProcess("nginx", "HUP")
+            time.sleep(NGINX_RELOAD_SETTLE_S)
+
+    def stop(self, name: str) -> None:
+        self._known(name)
+        if name in self.layout.apps:
+            self.out(f"{name}: taking it out of nginx")
+            self._set_upstream({name})
+        self.out(f"{name}: stopping{' (draining)' if name in self.layout.apps else ''}…")
+        started = time.monotonic()
+        try:
+            self.rpc.supervisor.stopProcess(name, True)
+        except xmlrpc.client.Fault as fault:
+            if "NOT_RUNNING" not in fault.faultString:
+                raise OpsError(f"{name}: {fault.faultString}") from None
+        self.out(f"{name}: stopped in {time.monotonic() - started:.1f}s")
+
+    def start(self, name: str) -> None:
+        self._known(name)
+        self.out(f"{name}: starting…")
+        try:
+            self.rpc.supervisor.startProcess(name, True)
+        except xmlrpc.client.Fault as fault:
+            if "ALREADY_STARTED" not in fault.faultString:
+                raise OpsError(f"{name}: {fault.faultString}; see "
+                                   f"{self.layout.logs / (name + '.log')}") from None
+        if name in self.layout.apps:
+            port = self.layout.apps[name]
+            wait_until(lambda: is_ready(port), START_TIMEOUT_S, f"{name} becoming ready")
+            self._set_upstream(set())
+            self.out(f"{name}: ready and back in nginx")
+        else:
+            self.out(f"{name}: running")
+
+    def restart(self, name: str) -> None:
+        self.stop(name)
+        self.start(name)
+
+    def restart_all(self) -> None:
+        """Rolling: one instance at a time, each drained and ready again before the next."""
+        names = list(self.layout.apps)
+        for index, name in enumerate(names, start=1):
+            self.out(f"[{index}/{len(names)}] restarting {name}")
+            self.restart(name)
+        self.out(f"all {len(names)} instances restarted")
+
+
+def run_ctl(var_dir: Path, action: str, name: str | None) -> int:
+    """Do `action` to the cluster `up` started from var_dir; raises OpsError."""
+    layout = Layout.load(var_dir)
+    controller = Controller(layout, out=lambda line: print(line, flush=True))
+    if action == "status":
+        print("\n".join(controller.status()))
+    elif action == "restart-all":
+        controller.restart_all()
+    else:
+        if not name:
+            raise OpsError(f"`ctl {action}` needs a process name, e.g. `ctl {action} app-2`")
+        getattr(controller, action)(name)
+    return 0

@@ -1,0 +1,84 @@
+"""The local cluster's layout: where every process listens and where its files go."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from service.ops.errors import OpsError
+from service.paths import DEFAULT_VAR_DIR
+
+MAX_INSTANCES = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where every process of the local cluster listens, and where its files go."""
+    instances: int = 3
+    http_port: int = 8000
+    first_app_port: int = 8001
+    redis_port: int = 6390
+    upstream_port: int = 9000
+    upstream_latency_ms: int = 300
+    drain_s: float = 10.0
+    var_dir: Path = DEFAULT_VAR_DIR
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.instances <= MAX_INSTANCES:
+            raise OpsError(f"--instances must be between 1 and {MAX_INSTANCES}")
+        ports = self.all_ports()
+        if len(set(ports.values())) != len(ports):
+            raise OpsError(f"the cluster's ports overlap: {ports}; choose other ports")
+        bad = {name: port for name, port in ports.items() if not 1 <= port <= 65535}
+        if bad:
+            raise OpsError(f"ports out of range: {bad}")
+
+    @property
+    def apps(self) -> dict[str, int]:
+        """Instance name -> port: app-1 on first_app_port, app-2 on the next, …"""
+        return {f"app-{i + 1}": self.first_app_port + i for i in range(self.instances)}
+
+    def all_ports(self) -> dict[str, int]:
+        return {"nginx": self.http_port, "redis": self.redis_port,
+                "upstream-sim": self.upstream_port, **self.apps}
+
+    @property
+    def supervisor_conf(self) -> Path:
+        return self.var_dir / "supervisord.conf"
+
+    @property
+    def supervisor_socket(self) -> Path:
+        return self.var_dir / "supervisor.sock"
+
+    @property
+    def nginx_conf(self) -> Path:
+        return self.var_dir / "nginx" / "nginx.conf"
+
+    @property
+    def upstream_conf(self) -> Path:
+        return self.var_dir / "nginx" / "upstream.conf"
+
+    @property
+    def layout_file(self) -> Path:
+        return self.var_dir / "cluster.json"
+
+    @property
+    def logs(self) -> Path:
+        return self.var_dir / "log"
+
+    def save(self) -> None:
+        data: dict[str, Any] = {**dataclasses.asdict(self), "var_dir": str(self.var_dir)}
+        self.layout_file.write_text(json.dumps(data, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, var_dir: Path) -> Layout:
+        """The layout of the cluster `up` started with this var/ folder."""
+        path = var_dir / "cluster.json"
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise OpsError(f"no cluster was started from {var_dir} (no {path.name}): "
+                              "start one with `python -m service up`") from None
+        return cls(**{**data, "var_dir": Path(data["var_dir"])})

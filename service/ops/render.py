@@ -1,0 +1,124 @@
+"""The local cluster's configs, rendered into the var/ folder.
+
+`python -m service up` renders `deploy/supervisord.conf.template` and
+`nginx/local.conf.template` into var/, then runs supervisord on them. A rendered file the
+user has edited by hand since (its hash no longer matches the one recorded at render
+time) is kept, so experiments with the configs survive a restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import string
+import sys
+from pathlib import Path
+from typing import Any
+
+from service.ops.errors import OpsError
+from service.ops.layout import Layout
+from service.ops.procs import redis_server_path
+from service.paths import DEPLOY, NGINX, ROOT
+
+SUPERVISOR_TEMPLATE = DEPLOY / "supervisord.conf.template"
+APP_PROGRAM_TEMPLATE = DEPLOY / "app-program.conf.template"
+NGINX_TEMPLATE = NGINX / "local.conf.template"
+# supervisor gives a draining instance this much more than BB_DRAIN_S before SIGKILL
+STOP_MARGIN_S = 5
+# stopwaitsecs of redis, the simulator (supervisor's default) and nginx in the template
+OTHER_PROGRAMS_STOP_S = 10 + 10 + 10
+
+
+def app_stop_wait_s(layout: Layout) -> int:
+    """supervisord's stopwaitsecs for an instance: its drain, and a margin."""
+    return int(layout.drain_s) + STOP_MARGIN_S
+
+
+def supervisord_stop_s(layout: Layout) -> int:
+    """The longest supervisord can take to stop every program before it SIGKILLs them.
+
+    supervisord stops programs by priority, one group after the other (the instances
+    together), each within its stopwaitsecs; `up` waits this long (and a margin) before
+    it kills supervisord itself. supervisord 4 has no overall shutdown timeout."""
+    return app_stop_wait_s(layout) + OTHER_PROGRAMS_STOP_S
+
+
+def executable(name: str, package: str) -> str:
+    path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
+    if path is None:
+        raise OpsError(f"{name} not found: run `apt-get install {package}` (or `make deps`)")
+    return path
+
+
+def _shared_secret(path: Path) -> str:
+    """A secret kept in var/, made once, so restarts keep sessions and admin links valid."""
+    if not path.exists():
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def upstream_block(layout: Layout, down: frozenset[str] = frozenset()) -> str:
+    """nginx's upstream of every instance; those in `down` get no new requests."""
+    lines = ["# written by `python -m service up` / `ctl`; rewritten on every restart-all",
+             "upstream bb_app {", "    least_conn;"]
+    for name, port in layout.apps.items():
+        flag = " down" if name in down else ""
+        # one failure takes an instance out for 3 s (passive health checking)
+        lines.append(f"    server 127.0.0.1:{port} max_fails=1 fail_timeout=3s{flag};  # {name}")
+    lines += ["    keepalive 32;",
+              "    # below the 3 s a draining instance keeps idle connections open",
+              "    keepalive_timeout 2s;", "}", ""]
+    return "\n".join(lines)
+
+
+def _fill(template: Path, **values: Any) -> str:
+    try:
+        return string.Template(template.read_text()).substitute(values)
+    except KeyError as exc:
+        raise OpsError(f"{template}: unknown placeholder {exc}") from None
+
+
+def render(layout: Layout) -> list[str]:
+    """Write var/'s configs; returns notes for the user (e.g. hand-edited files kept)."""
+    var = layout.var_dir
+    for folder in (var, layout.logs, var / "redis", var / "nginx" / "tmp"):
+        folder.mkdir(parents=True, exist_ok=True)
+    stopwait_s = app_stop_wait_s(layout)
+    common = dict(var_dir=var, repo=ROOT, python=sys.executable, redis_port=layout.redis_port,
+                  upstream_port=layout.upstream_port)
+    apps = "".join(
+        _fill(APP_PROGRAM_TEMPLATE, name=name, port=port, drain_s=layout.drain_s,
+              stopwait_s=stopwait_s, cookie_secret=_shared_secret(var / "cookie_secret"),
+              admin_token=_shared_secret(var / "admin_token"), **common)
+        for name, port in layout.apps.items())
+    supervisor = _fill(
+        SUPERVISOR_TEMPLATE, app_programs=apps,
+        redis_server=redis_server_path(), upstream_latency_ms=layout.upstream_latency_ms,
+        nginx=executable("nginx", "nginx"), **common)
+    nginx = _fill(NGINX_TEMPLATE, http_port=layout.http_port, **common,
+                  # nginx started as root would hand its workers to `nobody`, who may not
+                  # read the checkout; a local demo's workers run as whoever started it
+                  user_directive="user root;" if os.geteuid() == 0 else "")
+    notes = [_write_unless_edited(layout.supervisor_conf, supervisor, var),
+             _write_unless_edited(layout.nginx_conf, nginx, var)]
+    layout.upstream_conf.write_text(upstream_block(layout))
+    layout.save()
+    return [note for note in notes if note]
+
+
+def _write_unless_edited(path: Path, text: str, var: Path) -> str | None:
+    hashes_file = var / "rendered.json"
+    hashes = json.loads(hashes_file.read_text()) if hashes_file.exists() else {}
+    key = str(path.relative_to(var))
+    if path.exists():
+        current = hashlib.sha256(path.read_bytes()).hexdigest()
+        if hashes.get(key) not in (None, current):
+            return f"kept {path} (edited by hand; delete it to get a fresh one)"
+    path.write_text(text)
+    hashes[key] = hashlib.sha256(text.encode()).hexdigest()
+    hashes_file.write_text(json.dumps(hashes, indent=2) + "\n")
+    return None

@@ -1,0 +1,74 @@
+"""Every Redis key and channel name, and the TTLs of keys that expire (units in the names).
+
+Limits on requests live in `service.web.limits`; timings of the search cache in
+`service.search.cache`. The keys of one SKU share a hash tag (`{sku}`) so that a Redis
+Cluster can run each Lua script, which touches only one SKU, on a single node.
+"""
+
+KEY_PREFIX = "bb"
+
+# One channel for every SKU: a process subscribes once and serves all books.
+INVENTORY_CHANNEL = f"{KEY_PREFIX}:inventory"
+
+
+def stock_key(sku: str) -> str:
+    """Total copies of the book (int)."""
+    return f"{KEY_PREFIX}:{{{sku}}}:stock"
+
+
+def holds_key(sku: str) -> str:
+    """Sorted set: session id -> hold expiry in Redis-clock milliseconds."""
+    return f"{KEY_PREFIX}:{{{sku}}}:holds"
+
+
+def version_key(sku: str) -> str:
+    """Bumped by every change of the SKU's count."""
+    return f"{KEY_PREFIX}:{{{sku}}}:ver"
+
+
+def epoch_key(sku: str) -> str:
+    """Random id set when the SKU is (re)initialised; a new epoch resets versions."""
+    return f"{KEY_PREFIX}:{{{sku}}}:epoch"
+
+
+def sku_keys(sku: str) -> list[str]:
+    """The four keys every inventory script takes, in the scripts' KEYS order."""
+    return [stock_key(sku), holds_key(sku), version_key(sku), epoch_key(sku)]
+
+
+# Search cache (tweets per second). One value per normalised query (by its sha256),
+# shared by every instance; the lock makes a cold query cost one upstream request
+# cluster-wide. The three keys of a query share a hash tag, like a SKU's, so the
+# multi-key reads and the write-and-unlock transaction stay on one Redis Cluster node.
+SEARCH_PREFIX = f"{KEY_PREFIX}:search"
+
+
+def search_key(query_hash: str) -> str:
+    """JSON of the last good upstream result for the query (TTL: fresh + stale window)."""
+    return f"{SEARCH_PREFIX}:{{{query_hash}}}"
+
+
+def search_lock_key(query_hash: str) -> str:
+    """Single-flight lock: a random token, SET NX PX, released by compare-and-delete."""
+    return f"{SEARCH_PREFIX}:{{{query_hash}}}:lock"
+
+
+def search_error_key(query_hash: str) -> str:
+    """The last upstream failure for the query, kept briefly so a dead upstream is not hammered."""
+    return f"{SEARCH_PREFIX}:{{{query_hash}}}:error"
+
+
+SEARCH_ERROR_TTL_S = 5.0
+
+
+# Instance heartbeats: one key per instance, refreshed while it runs and gone soon after
+# it stops; and a sorted set (id -> last beat, ms) so the admin page can list the gone.
+HEARTBEAT_TTL_S = 10
+INSTANCES_KEY = f"{KEY_PREFIX}:instances"
+# a gone instance is listed this long, then forgotten
+GONE_INSTANCE_MEMORY_S = 3600
+
+
+def heartbeat_key(instance_id: str) -> str:
+    """JSON of the instance's figures, with a TTL of HEARTBEAT_TTL_S."""
+    return f"{KEY_PREFIX}:instance:{instance_id}"

@@ -1,0 +1,1 @@
+"""The HTTP and WebSocket face of an instance: routes, handlers, sessions, limits."""

@@ -1,0 +1,78 @@
+"""`POST /cart`: hold or release a copy for the shopper's session."""
+
+from __future__ import annotations
+
+import json
+
+from service.inventory import SoldOut, UnknownSku
+from service.web import sessions
+from service.web.base import BaseHandler
+from service.web.errors import ApiError, unknown_sku
+
+
+class CartHandler(BaseHandler):
+    """POST /cart: form fields or JSON `session`, `action` (add|remove), optional `sku`."""
+
+    action = "none"  # for the metrics: add, remove, or none when it was not valid
+
+    def on_finish(self) -> None:
+        if self._counted:  # once, though a closed connection calls it too
+            result = "ok" if self.get_status() < 400 else getattr(self, "error_code", "error")
+            self.services.metrics.cart_operations.labels(self.action, result).inc()
+        super().on_finish()
+
+    async def post(self) -> None:
+        if sessions.is_cross_site(self.request.headers, self.request.host):
+            raise ApiError(403, "cross_site", "cross-site requests may not change a cart")
+        fields = self._fields()
+        token = fields.get("session")
+        if not token:
+            raise ApiError(400, "missing_session", "the session field is required "
+                           "(it is in the page's hidden #session field)")
+        session_id = sessions.session_id_from(self.services.config.cookie_secret, token)
+        if session_id is None:
+            raise ApiError(403, "bad_session",
+                           "the session is not one this shop issued; reload the page")
+        action = fields.get("action")
+        if action not in ("add", "remove"):
+            raise ApiError(400, "bad_action", "action must be 'add' or 'remove'")
+        self.action = action
+        sku = fields.get("sku") or self.services.catalog.featured
+        next_path = fields.get("next")
+        if next_path is not None and not (next_path.startswith("/")
+                                          and not next_path.startswith("//")):
+            raise ApiError(400, "bad_next", "next must be a path on this site, like /books/internet")
+        store = self.services.store
+        try:
+            result = await (store.add(sku, session_id) if action == "add"
+                            else store.remove(sku, session_id))
+        except UnknownSku:
+            raise unknown_sku(sku) from None
+        except SoldOut as sold_out:
+            self.services.hub.apply(sold_out.snapshot)
+            raise ApiError(409, "sold_out", "Sorry, the last copy just went to another shopper.",
+                           **sold_out.snapshot.as_dict(), inCart=False) from None
+        # the pub/sub message will bring the same snapshot; applying it now only makes
+        # this instance's own clients see it a little sooner
+        self.services.hub.apply(result.snapshot)
+        if next_path is not None:
+            self.redirect(next_path, status=303)
+            return
+        self.write_json({**result.snapshot.as_dict(), "inCart": result.in_cart})
+
+    def _fields(self) -> dict[str, str]:
+        content_type = self.request.headers.get("Content-Type", "")
+        if content_type.startswith("application/json"):
+            try:
+                body = json.loads(self.request.body or b"null")
+            except ValueError:
+                raise ApiError(400, "bad_json", "the body is not valid JSON") from None
+            if not isinstance(body, dict) or not all(isinstance(v, str) for v in body.values()):
+                raise ApiError(400, "bad_json", "the JSON body must be an object of strings")
+            return body
+        fields = {}
+        for name in ("session", "action", "sku", "next"):
+            value = self.get_body_argument(name, None)
+            if value is not None:
+                fields[name] = value
+        return fields

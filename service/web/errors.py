@@ -1,0 +1,25 @@
+"""The error protocol: every refusal has a status, a stable code and a message for people.
+
+JSON errors look like {"error": code, "message": text, ...extra}; pages get error.html.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tornado.web
+
+
+class ApiError(tornado.web.HTTPError):
+    """An error with a stable machine-readable code and a message for people."""
+
+    def __init__(self, status: int, code: str, message: str, **extra: Any):
+        super().__init__(status, log_message=message)
+        self.code = code
+        self.message = message
+        self.extra = extra
+
+
+def unknown_sku(sku: str) -> ApiError:
+    """404 for a SKU that is not in the catalog (quoted, cut short: it is user input)."""
+    return ApiError(404, "unknown_sku", f"no book with SKU {sku[:60]!r}")

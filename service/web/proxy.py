@@ -1,0 +1,41 @@
+"""The client's real address behind a trusted proxy, and the access log that shows it."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Callable, Iterable
+
+import tornado.httputil
+import tornado.web
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def client_ip(request: tornado.httputil.HTTPServerRequest, trusted_networks: Iterable[Network]) -> str:
+    """The client's address: the proxy's X-Real-IP / X-Forwarded-For only if the peer is
+    a trusted proxy (BB_TRUSTED_PROXIES); anyone else could write any address there."""
+    peer = request.remote_ip or ""
+    try:
+        trusted = any(ipaddress.ip_address(peer) in network for network in trusted_networks)
+    except ValueError:
+        return peer
+    if not trusted:
+        return peer
+    forwarded = request.headers.get("X-Real-IP") or \
+        request.headers.get("X-Forwarded-For", "").split(",")[-1].strip()
+    return forwarded or peer
+
+
+def access_logger(trusted_proxies: Iterable[str]) -> Callable[[tornado.web.RequestHandler], None]:
+    """Tornado's log_function: one line per request with the client's real address."""
+    networks = [ipaddress.ip_network(n) for n in trusted_proxies]
+    access_log = logging.getLogger("tornado.access")
+
+    def log_request(handler: tornado.web.RequestHandler) -> None:
+        status = handler.get_status()
+        level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+        request = handler.request
+        access_log.log(level, "%d %s %s (%s) %.1fms", status, request.method, request.uri,
+                       client_ip(request, networks), 1000 * request.request_time())
+    return log_request

@@ -1,0 +1,124 @@
+"""GET /cart/status with `Upgrade: websocket`: the WebSocket of seed listing 5-7.
+
+On open it sends the current snapshot of each requested SKU, then every change. Pushes
+bypass `write_message`, which frames per client, allocates a Future and schedules a
+callback per message: the hub frames each change once and every socket sends those same
+bytes with one `send()` call. A socket whose previous write is still queued gets only the
+newest snapshot per SKU (conflation), so a slow reader never builds an unbounded queue.
+
+Keep-alive is one task per process (`ping_sockets`), not Tornado's one task per socket:
+with thousands of idle sockets the per-socket timers cost more memory than the sockets.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from asyncio import Future
+from typing import Any
+from urllib.parse import urlparse
+
+import tornado.websocket
+from tornado.iostream import StreamClosedError
+
+from service.live import Entry, LiveHub
+from service.web.base import ShopMixin
+from service.web.errors import ApiError
+from service.web.fastpath import forget_request, send_frame
+
+log = logging.getLogger(__name__)
+
+GOING_AWAY = 1001
+PING_FRAME = b"\x89\x00"  # an unmasked, empty ping: the same bytes for every socket
+KEEPALIVE_INTERVAL_S = 30.0
+# a peer that answered no ping for this long is gone (two missed pings and then some)
+SILENT_PEER_TIMEOUT_S = 2.5 * KEEPALIVE_INTERVAL_S
+
+
+class StatusSocketHandler(ShopMixin, tornado.websocket.WebSocketHandler):
+    skus: tuple[str, ...] = ()
+    _pending: dict[str, Entry] | None = None
+    last_heard: float = 0.0
+
+    def prepare(self) -> None:
+        # runs before the upgrade, so bad input gets an ordinary HTTP error
+        if self.services.draining:
+            raise ApiError(503, "draining", "this instance is shutting down; reconnect")
+        self.skus = tuple(self.requested_skus())
+        self.current_entries(self.skus)
+
+    def check_origin(self, origin: str) -> bool:
+        # strict: only pages served from the very host:port the socket was opened to
+        return urlparse(origin).netloc.lower() == self.request.host.lower()
+
+    def get_compression_options(self) -> dict[str, Any] | None:
+        # never negotiate permessage-deflate: every socket is sent the same ready-made,
+        # uncompressed frame (service.web.fastpath)
+        return None
+
+    def open(self, *args: str, **kwargs: str) -> None:
+        self.last_heard = time.monotonic()
+        self.services.hub.attach(self, self.skus)
+        for entry in self.current_entries(self.skus):
+            self.push(entry)
+        # an idle socket lives for hours; the request it came from is never read again
+        forget_request(self)
+
+    def on_message(self, message: str | bytes) -> None:
+        # Clients have nothing to say; reading (and ignoring) keeps Tornado from closing
+        # the socket, and websocket_max_message_size bounds what they can send.
+        self.last_heard = time.monotonic()
+
+    def on_pong(self, data: bytes) -> None:
+        self.last_heard = time.monotonic()
+
+    def on_close(self) -> None:
+        self.services.hub.detach(self, self.skus)
+        self._pending = None
+
+    def push(self, entry: Entry) -> None:
+        """Send a snapshot now, or park it as the newest for its SKU while a write is busy."""
+        if self._pending is not None:
+            self._pending[entry.snapshot.sku] = entry
+            return
+        self._send(entry.frame)
+
+    def keep_alive(self, now_s: float) -> bool:
+        """Ping the peer, or close it if it answered nothing for SILENT_PEER_TIMEOUT_S."""
+        connection = self.ws_connection
+        if connection is None or connection.is_closing():
+            return False
+        if now_s - self.last_heard > SILENT_PEER_TIMEOUT_S:
+            self.close(GOING_AWAY, "no answer to pings")
+            return True
+        if self._pending is None:
+            # a socket with a write queued is not idle and gets no ping; the
+            # queue is drained (or the peer timed out) before the next round
+            self._send(PING_FRAME)
+        return False
+
+    def _send(self, frame: bytes) -> None:
+        connection = self.ws_connection
+        if connection is None or connection.is_closing():
+            return
+        try:
+            queued = send_frame(connection.stream, frame)
+        except StreamClosedError:
+            return
+        if queued is not None:
+            # the kernel buffer is full: conflate until this write drains
+            self._pending = {}
+            queued.add_done_callback(self._flush_pending)
+
+    def _flush_pending(self, written: Future[None]) -> None:
+        pending, self._pending = self._pending, None
+        if pending is None or written.exception() is not None:
+            return
+        for entry in pending.values():
+            self.push(entry)
+
+
+def ping_sockets(hub: LiveHub, now_s: float | None = None) -> int:
+    """Ping every open socket; close those silent for SILENT_PEER_TIMEOUT_S. Returns closed."""
+    now_s = time.monotonic() if now_s is None else now_s
+    return sum(subscriber.keep_alive(now_s) for subscriber in list(hub.subscribers()))
