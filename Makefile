@@ -3,14 +3,14 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-unit test-integration test-e2e deps deps-browser screenshots venv bench-fanout bench-seed bench-seed-deps clean
+.PHONY: demo test lint test-unit test-integration test-e2e deps deps-browser screenshots venv bench-fanout bench-seed bench-seed-deps clean
 
 # The virtualenv is rebuilt whenever pyproject.toml changes.
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,lint]'
 	touch $@
 
 # Debian packages (installed with apt-get when missing and running as root).
@@ -24,8 +24,16 @@ deps-browser:
 demo: deps venv
 	$(BIN)/python -m service up --instances $${BB_DEMO_INSTANCES:-3}
 
-test: deps deps-browser venv
+test: venv lint deps deps-browser
 	$(BIN)/pytest -q
+
+# Style (ruff), types (mypy --strict on service/), the direction of imports between the
+# parts of service/ (import-linter, pyproject.toml) and no cycle or oversized module.
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/python scripts/check_layout.py
 
 test-unit: venv
 	$(BIN)/pytest -q tests/unit

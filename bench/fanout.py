@@ -174,7 +174,8 @@ def run_one(kind: str, n: int, args, redis_url: str, tmp: Path) -> dict:
             servers.append(start_server(kind, port, redis_url, f"{kind}-{i}",
                                         tmp / f"{kind}-{n}-{i}-{time.time_ns() % 10**9}.log"))
         for port, proc in zip(ports, servers):
-            probes.wait_until(lambda port=port: probes.is_ready(port), 30, f"{kind} instance on {port}", proc)
+            probes.wait_until(lambda port=port: probes.is_ready(port), 30,
+                              f"{kind} instance on {port}", proc)
         # warm-up: lazy imports and first-use allocations are not per-socket memory
         for port in ports:
             for _ in range(5):

@@ -268,7 +268,8 @@ def main(argv=None) -> int:
             before = sim_total(sim_url)
             stats = siege(rc, target, args.concurrency, args.time)
             rows.append(row(name, shown, stats, sim_total(sim_url) - before))
-            log(f"{name}: {rows[-1]['rate']:.2f} transactions/s, mean {rows[-1]['response_s']:.2f} s, "
+            last = rows[-1]
+            log(f"{name}: {last['rate']:.2f} transactions/s, mean {last['response_s']:.2f} s, "
                 f"{rows[-1]['ok']} ok, {rows[-1]['failed']} failed, "
                 f"{rows[-1]['upstream']} upstream requests")
             settle(sim_url, args.latency_ms)

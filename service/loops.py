@@ -51,6 +51,7 @@ async def every(interval_s: float, step: Callable[[], Awaitable[object]],
             raise
         except Exception as exc:  # a loop that dies silently is worse than a logged error
             delay = backoff.next_delay_s()
-            log.warning("%s failed (%s: %s); retrying in %.2fs", name, type(exc).__name__, exc, delay)
+            log.warning("%s failed (%s: %s); retrying in %.2fs", name, type(exc).__name__, exc,
+                        delay)
         raise_if_cancelling()
         await asyncio.sleep(delay)

@@ -47,7 +47,8 @@ def supervisord_stop_s(layout: Layout) -> int:
 
 
 def executable(name: str, package: str) -> str:
-    path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
+    sbin = f"/usr/sbin/{name}"  # not on a non-root user's PATH on Debian
+    path = shutil.which(name) or (sbin if os.path.exists(sbin) else None)
     if path is None:
         raise OpsError(f"{name} not found: run `apt-get install {package}` (or `make deps`)")
     return path

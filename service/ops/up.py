@@ -76,7 +76,8 @@ def run_up(layout: Layout) -> int:
                 children = {name: info["pid"] for name, info in process_states(layout).items()}
             except OpsError:
                 pass
-        _stop_supervisord(supervisord, children, supervisord_stop_s(layout) + SUPERVISORD_STOP_MARGIN_S)
+        _stop_supervisord(supervisord, children,
+                          supervisord_stop_s(layout) + SUPERVISORD_STOP_MARGIN_S)
         pid_file.unlink(missing_ok=True)
         print("stopped.", flush=True)
 
@@ -106,7 +107,8 @@ def _wait_until_up(layout: Layout, supervisord: subprocess.Popen[bytes],
         except OpsError:
             time.sleep(0.2)
             continue
-        failed = [name for name, info in states.items() if info["statename"] in ("FATAL", "BACKOFF")]
+        failed = [name for name, info in states.items()
+                  if info["statename"] in ("FATAL", "BACKOFF")]
         if failed:
             raise OpsError(f"{', '.join(failed)} failed to start; see {layout.logs}/"
                                f"{failed[0]}.log")

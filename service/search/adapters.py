@@ -128,14 +128,16 @@ class Mastodon:
                 stamps.append(_utc_timestamp(datetime.datetime.fromisoformat(str(raw))))
             except ValueError:
                 raise UpstreamMalformed(f"a status has no valid created_at ({str(raw)[:40]!r}); "
-                                        "expected ISO 8601, e.g. 2026-11-28T03:54:51.000Z") from None
+                                        "expected ISO 8601, e.g. 2026-11-28T03:54:51.000Z"
+                                        ) from None
         return stamps
 
 
 ADAPTERS: dict[str, type[Adapter]] = {adapter.kind: adapter for adapter in (TwitterV1, Mastodon)}
 
 
-def result_from(adapter: Adapter, query: str, body: bytes, fetched_at: float, fetch_s: float) -> SearchResult:
+def result_from(adapter: Adapter, query: str, body: bytes, fetched_at: float,
+                fetch_s: float) -> SearchResult:
     """Parse an upstream body into a SearchResult (raises UpstreamMalformed)."""
     stamps = adapter.timestamps(body)
     oldest = min(stamps) if stamps else None

@@ -39,13 +39,13 @@ import math
 import random
 import secrets
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from service import redis_keys
+from service.search.keyed_tasks import KeyedTasks
 from service.search.result import (
     Lookup,
     SearchResult,
@@ -54,13 +54,12 @@ from service.search.result import (
     normalise,
     query_hash,
 )
+from service.search.upstream import Source
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 MISS, HIT, STALE, COALESCED = "miss", "hit", "stale", "coalesced"
 XFETCH_BETA = 1.0
-TASK_STOP_TIMEOUT_S = 2.0
 # the lock outlives the upstream timeout by this much, so a holder that dies mid-fetch
 # blocks the others for at most timeout + this
 LOCK_EXTRA_MS = 2000
@@ -84,19 +83,6 @@ return 0
 Fill = tuple[SearchResult, bool]  # a result, and whether this process fetched it
 
 
-class Source(Protocol):
-    """Where results come from on a miss: the upstream (service.search.upstream.Upstream)."""
-
-    def check_query(self, query: str) -> None:
-        """Raises QueryNotSupported when the source cannot search for `query`."""
-
-    async def search(self, query: str) -> SearchResult:
-        """Fetch a result now; raises UpstreamError."""
-
-    async def aclose(self) -> None:
-        """Release the source's connections."""
-
-
 class SearchCache:
     """Looks queries up in Redis, fetching through `upstream` (which it owns and closes)."""
 
@@ -112,10 +98,9 @@ class SearchCache:
         self.rand = rand
         self._release_lock = redis.register_script(RELEASE_LOCK_LUA)
         self._local: dict[str, tuple[float, SearchResult]] = {}  # hash -> (until, result)
-        self._flights: dict[str, asyncio.Task[Fill]] = {}  # query hash -> the task filling a miss
-        self._refreshing: dict[str, asyncio.Task[None]] = {}  # query hash -> background refresh
-        self._tasks: set[asyncio.Task[Any]] = set()  # everything we started, for aclose()
-        self._closed = False
+        # by query hash: the task filling a miss, and the background refresh
+        self._fills: KeyedTasks[Fill] = KeyedTasks("search-fill")
+        self._refreshes: KeyedTasks[None] = KeyedTasks("search-refresh")
 
     async def lookup(self, query: str) -> Lookup:
         """The result for `query`. Raises UpstreamError (when nothing usable is cached),
@@ -132,7 +117,7 @@ class SearchCache:
                     self._refresh_soon(query, digest, entry)
                 return Lookup(entry, HIT)
             self._local.pop(digest, None)
-        flight = self._flights.get(digest)
+        flight = self._fills.get(digest)
         if flight is not None:  # this process is already filling this miss: share it
             result, _ = await asyncio.shield(flight)
             return Lookup(result, COALESCED)
@@ -152,25 +137,27 @@ class SearchCache:
         if failure is not None:
             raise UpstreamError.from_json(failure)
         # the await above let other requests in: one of them may have started the fill
-        flight = self._flights.get(digest)
+        flight = self._fills.get(digest)
         mine = flight is None
         if flight is None:
-            flight = self._spawn(self._fill(query, digest), f"search-fill-{digest[:8]}")
-            self._flights[digest] = flight
-            flight.add_done_callback(lambda done: self._forget(self._flights, digest, done))
+            flight = self._fills.start(digest, self._fill(query, digest))
         result, fetched_here = await asyncio.shield(flight)
         return Lookup(result, MISS if mine and fetched_here else COALESCED)
 
+    def running_tasks(self) -> int:
+        """Fills and background refreshes running in this process."""
+        return len(self._fills) + len(self._refreshes)
+
+    async def wait_idle(self) -> None:
+        """Return once no fill or background refresh runs in this process."""
+        while self.running_tasks():
+            await self._fills.wait()
+            await self._refreshes.wait()
+
     async def aclose(self) -> None:
         """Cancel fills and background refreshes, then close the upstream client."""
-        self._closed = True
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            _, stuck = await asyncio.wait(tasks, timeout=TASK_STOP_TIMEOUT_S)
-            if stuck:
-                log.warning("%d search task(s) did not stop in time", len(stuck))
+        await self._refreshes.aclose()
+        await self._fills.aclose()
         await self.upstream.aclose()
 
     # ------------------------------------------------------------------ internals
@@ -199,20 +186,6 @@ class SearchCache:
         except ValueError as exc:  # written by another version, or by hand: refetch it
             log.warning("ignoring an unreadable cached search result (%s)", exc)
             return None
-
-    def _spawn(self, coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        # the exception is delivered to every awaiter; a task nobody awaited any more
-        # (all its requesters gone) must not log "exception was never retrieved"
-        task.add_done_callback(lambda done: done.cancelled() or done.exception())
-        return task
-
-    @staticmethod
-    def _forget(table: dict[str, asyncio.Task[T]], digest: str, task: asyncio.Task[T]) -> None:
-        if table.get(digest) is task:
-            del table[digest]
 
     async def _fill(self, query: str, digest: str) -> Fill:
         """Fill a miss, cluster-wide single flight: (result, whether we fetched it)."""
@@ -292,11 +265,9 @@ class SearchCache:
 
     def _refresh_soon(self, query: str, digest: str, seen: SearchResult) -> None:
         """Start one background refresh of the query in this process, unless one runs."""
-        if self._closed or digest in self._refreshing:
+        if self._refreshes.closed or self._refreshes.get(digest) is not None:
             return
-        task = self._spawn(self._refresh(query, digest, seen), f"search-refresh-{digest[:8]}")
-        self._refreshing[digest] = task
-        task.add_done_callback(lambda done: self._forget(self._refreshing, digest, done))
+        self._refreshes.start(digest, self._refresh(query, digest, seen))
 
     async def _refresh(self, query: str, digest: str, seen: SearchResult) -> None:
         lock = redis_keys.search_lock_key(digest)

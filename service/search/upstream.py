@@ -7,6 +7,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from typing import Protocol
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.simple_httpclient import HTTPTimeoutError
@@ -17,6 +18,19 @@ from service.search.result import SearchResult, UpstreamError, UpstreamTimeout, 
 # what we let an upstream send us; a real page of 100 posts is far below this
 MAX_UPSTREAM_BODY_BYTES = 4 * 1024 * 1024
 MAX_UPSTREAM_CONNECTIONS = 100
+
+
+class Source(Protocol):
+    """What the cache asks on a miss: an upstream (Upstream below, or a test's stand-in)."""
+
+    def check_query(self, query: str) -> None:
+        """Raises QueryNotSupported when the source cannot search for `query`."""
+
+    async def search(self, query: str) -> SearchResult:
+        """Fetch a result now; raises UpstreamError."""
+
+    async def aclose(self) -> None:
+        """Release the source's connections."""
 
 
 class Upstream:

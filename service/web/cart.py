@@ -41,7 +41,8 @@ class CartHandler(BaseHandler):
         next_path = fields.get("next")
         if next_path is not None and not (next_path.startswith("/")
                                           and not next_path.startswith("//")):
-            raise ApiError(400, "bad_next", "next must be a path on this site, like /books/internet")
+            raise ApiError(400, "bad_next",
+                           "next must be a path on this site, like /books/internet")
         store = self.services.store
         try:
             result = await (store.add(sku, session_id) if action == "add"

@@ -12,7 +12,8 @@ import tornado.web
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def client_ip(request: tornado.httputil.HTTPServerRequest, trusted_networks: Iterable[Network]) -> str:
+def client_ip(request: tornado.httputil.HTTPServerRequest,
+              trusted_networks: Iterable[Network]) -> str:
     """The client's address: the proxy's X-Real-IP / X-Forwarded-For only if the peer is
     a trusted proxy (BB_TRUSTED_PROXIES); anyone else could write any address there."""
     peer = request.remote_ip or ""

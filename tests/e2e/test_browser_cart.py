@@ -3,11 +3,7 @@ the sold-out state in every window, and a lost race for the last copy."""
 
 from __future__ import annotations
 
-import pytest
-
 from support.browser import LIVE_UPDATE_S
-
-pytestmark = pytest.mark.e2e
 
 SKU = "redis"
 

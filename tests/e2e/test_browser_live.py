@@ -7,8 +7,6 @@ import pytest
 
 from support.browser import LIVE_UPDATE_S, network_events
 
-pytestmark = pytest.mark.e2e
-
 FEATURED = "internet"
 
 

@@ -3,12 +3,9 @@ reader basics, and the shop without JavaScript."""
 
 from __future__ import annotations
 
-import pytest
 from selenium.webdriver.common.keys import Keys
 
 from support.browser import LIVE_UPDATE_S
-
-pytestmark = pytest.mark.e2e
 
 
 def test_the_tweets_per_second_page_renders_a_typed_query_and_shows_markup_as_text(cluster, browser):

@@ -39,6 +39,7 @@ COOKIE_SECRET = "integration-test-cookie-secret-0123456789"
 FEATURED = "internet"
 SESSION_FIELD = re.compile(r'<input type="hidden" id="session" name="session" value="([^"]+)">')
 LOG_TAIL_LINES = 40
+PARKED_GAUGE = re.compile(r'^bb_open_connections\{transport="longpoll"\} (\S+)$', re.MULTILINE)
 
 
 # --------------------------------------------------------------------------- processes
@@ -290,7 +291,30 @@ class WsRecorder:
         self.messages: list[tuple[float, dict]] = []
         self.closed = False
         self._changed = asyncio.Event()
+        self._pongs: dict[bytes, asyncio.Future] = {}
+        conn.on_pong = self._on_pong  # the client's hook for the server's answers to pings
         self.task = asyncio.ensure_future(self._run())
+
+    def _on_pong(self, data: bytes) -> None:
+        waiter = self._pongs.pop(data, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def round_trip(self, timeout_s: float = 5) -> None:
+        """Ping the server and wait for its pong: every frame sent before has been read
+        and handled, and the socket is still open."""
+        data = os.urandom(8).hex().encode()
+        pong = self._pongs[data] = asyncio.get_running_loop().create_future()
+        self.conn.ping(data)
+        closed = asyncio.ensure_future(asyncio.shield(self.task))
+        try:
+            done, _ = await asyncio.wait([pong, closed], timeout=timeout_s,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+        if pong not in done:
+            raise AssertionError(f"WebSocket {self.label}: "
+                                 f"{'closed' if self.closed else 'no pong'} within {timeout_s}s")
 
     async def _run(self):
         try:
@@ -420,6 +444,23 @@ class Shop:
             return exc.code
         conn.close()
         return 101
+
+    async def parked_longpolls(self, name: str) -> int:
+        """How many long-polls wait on the instance now (its /metrics gauge)."""
+        reply = await self.get(name, "/metrics")
+        assert reply.status == 200, reply.body[:300]
+        found = PARKED_GAUGE.search(reply.body.decode())
+        assert found, "no bb_open_connections{transport=\"longpoll\"} in /metrics"
+        return int(float(found.group(1)))
+
+    async def wait_parked(self, name: str, count: int, timeout_s: float = 5) -> None:
+        """Wait until at least `count` long-polls are parked on the instance."""
+        await self.poll_until(lambda: self._at_least(self.parked_longpolls(name), count),
+                              timeout_s, f"{count} long-poll(s) parked on {name}", 0.02)
+
+    @staticmethod
+    async def _at_least(figure, count: int) -> bool:
+        return await figure >= count
 
     async def poll_until(self, check, timeout_s: float, what: str, interval_s: float = 0.1):
         """Await `check()` repeatedly until it returns something truthy; return that."""

@@ -13,7 +13,7 @@ import pytest
 
 FEATURED = "internet"
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+pytestmark = pytest.mark.timeout(60)
 
 
 async def timed(awaitable):
@@ -34,7 +34,7 @@ async def test_change_on_a_reaches_longpoll_and_websocket_on_b_within_1s(cluster
     assert opening["instance"] == "app-b"
 
     poll = asyncio.ensure_future(timed(shop.get("app-b", f"/cart/status?since={cursor}")))
-    await asyncio.sleep(0.5)  # let the long-poll park on app-b
+    await shop.wait_parked("app-b", 1)
     assert not poll.done(), "the long-poll answered although nothing changed"
 
     changed_at = time.monotonic()
@@ -95,7 +95,8 @@ async def test_sixty_shoppers_race_for_ten_copies_across_two_instances(cluster, 
     observers = [asyncio.ensure_future(_poll_observer(shop, apps[i % 2], cursor, observed[i],
                                                       v0 + 10))
                  for i in range(4)]
-    await asyncio.sleep(0.3)
+    for app in apps:  # two observers on each instance
+        await shop.wait_parked(app, 2)
 
     replies = await asyncio.gather(*[
         shop.post_cart(apps[i % 2], {"session": token, "action": "add", "sku": FEATURED})
@@ -168,7 +169,7 @@ async def test_seed_jquery_client_protocol(cluster, shop):
 
     # like $.getJSON("/cart/status", {session: ...}) waiting for the next change (5-6)
     poll = asyncio.ensure_future(shop.get("app-b", f"/cart/status?session={me}"))
-    await asyncio.sleep(0.5)
+    await shop.wait_parked("app-b", 1)
     assert not poll.done()
     other = await shop.token("app-b")
     other_added = await shop.post_cart("app-a", {"session": other, "action": "add"})

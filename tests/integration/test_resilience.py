@@ -10,7 +10,7 @@ import pytest
 
 FEATURED = "internet"
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+pytestmark = pytest.mark.timeout(90)
 
 
 def in_cart_on_page(body: bytes) -> bool:
@@ -32,7 +32,7 @@ async def test_app_restart_keeps_holds(cluster, shop):
     await socket.wait_for(lambda m: True, 5)
     cursor = f"{before['epoch']}:{before['version']}"
     poll = asyncio.ensure_future(shop.get("app-a", f"/cart/status?since={cursor}"))
-    await asyncio.sleep(0.3)
+    await shop.wait_parked("app-a", 1)
     assert not poll.done()
 
     old_pid = shop.app("app-a").proc.pid
@@ -81,7 +81,7 @@ async def test_redis_restart_keeps_holds_and_existing_sockets_get_next_change(cl
     await asyncio.to_thread(cluster.stop_redis)
     await asyncio.to_thread(cluster.start_redis)
     for app in apps:
-        await shop.poll_until(lambda: _ready(shop, app), 20, f"{app} ready after Redis restart")
+        await shop.poll_until(lambda app=app: _ready(shop, app), 20, f"{app} ready after Redis restart")
 
     holds_after = cluster.redis().zrange(f"bb:{{{FEATURED}}}:holds", 0, -1, withscores=True)
     assert holds_after == holds_before, "an acknowledged hold was lost across the Redis restart"
@@ -133,7 +133,7 @@ async def test_lost_subscription_resyncs_and_pushes_the_missed_change(cluster, s
         assert pushed["version"] == int(result[2])
         assert not socket.closed
     for app in apps:
-        await shop.poll_until(lambda: _ready(shop, app), 10, f"{app} resubscribed")
+        await shop.poll_until(lambda app=app: _ready(shop, app), 10, f"{app} resubscribed")
         assert (await shop.books(app))[FEATURED]["inventoryCount"] == 7
 
 
@@ -221,8 +221,11 @@ async def test_sigterm_turns_readyz_503_closes_keepalive_connections_and_exits_i
     assert (await request("/readyz"))[0] == 200
     started = time.monotonic()
     app.proc.send_signal(signal.SIGTERM)
-    await asyncio.sleep(0.3)
+    # the kept-alive connection is answered until the drain begins, then 503 and close
+    deadline = time.monotonic() + 5
     status, headers = await request("/readyz")
+    while status == 200 and time.monotonic() < deadline:
+        status, headers = await request("/readyz")
     assert status == 503 and headers.get("Connection") == "close"
     # new connections are refused at once
     with pytest.raises(OSError):

@@ -14,17 +14,20 @@ log = logging.getLogger(__name__)
 async def test_every_stops_when_its_step_swallows_the_cancellation():
     calls = 0
 
+    started = asyncio.Event()
+
     async def swallowing_step():
         # what a redis-py command can do: catch the CancelledError and return normally
         nonlocal calls
         calls += 1
+        started.set()
         try:
             await asyncio.sleep(1)
         except asyncio.CancelledError:
             pass
 
     task = asyncio.create_task(every(0.01, swallowing_step, log, "test loop"))
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(started.wait(), 2)  # the step is running
     task.cancel()
     done, _ = await asyncio.wait([task], timeout=2)
     assert task in done and task.cancelled()
@@ -32,15 +35,18 @@ async def test_every_stops_when_its_step_swallows_the_cancellation():
 
 
 async def test_every_logs_failures_and_keeps_going(caplog):
-    outcomes = iter([RuntimeError("boom"), None, None])
+    outcomes = [RuntimeError("boom"), None, None]
+    went_on = asyncio.Event()
 
     async def step():
-        outcome = next(outcomes)
+        outcome = outcomes.pop(0) if outcomes else None
+        if not outcomes:
+            went_on.set()  # it failed, then ran again twice
         if outcome is not None:
             raise outcome
 
     task = asyncio.create_task(every(0.01, step, log, "test loop"))
-    await asyncio.sleep(0.2)
+    await asyncio.wait_for(went_on.wait(), 5)
     task.cancel()
     await asyncio.wait([task], timeout=2)
     assert any("test loop failed (RuntimeError: boom)" in r.message for r in caplog.records)

@@ -5,21 +5,12 @@ The real-process behaviour is in tests/integration/test_search.py."""
 from __future__ import annotations
 
 import json
-import socket
 import time
 
-import fakeredis
 import pytest
 from tornado.httpclient import AsyncHTTPClient
-from tornado.httpserver import HTTPServer
 
-from service.config import Config
-from service.inventory import InventoryStore
-from service.inventory.catalog import Catalog
-from service.live import InventoryFeed, LiveHub
-from service.search import QueryNotSupported, SearchCache, SearchResult
-from service.web.app import make_app
-from service.web.services import Services
+from service.search import QueryNotSupported, SearchResult
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -38,32 +29,15 @@ class Upstream:
 
 
 @pytest.fixture
-async def app():
-    settings = Config.from_env({"BB_COOKIE_SECRET": "x" * 32, "BB_INSTANCE_ID": "unit"})
-    catalog = Catalog.load(settings.catalog_path)
-    server = fakeredis.FakeServer()
-    redis = fakeredis.FakeAsyncRedis(server=server)
-    store = InventoryStore(redis, catalog, settings.hold_ttl_s)
-    hub = LiveHub("unit")
-    search = SearchCache(redis, Upstream(), fresh_s=30, stale_s=300, upstream_timeout_s=1)
-    services = Services(settings, catalog, redis, store, hub, InventoryFeed(redis, store, hub),
-                        search=search)
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    listener.setblocking(False)
-    http = HTTPServer(make_app(services))
-    http.add_sockets([listener])
+async def app(start_app):
+    running = await start_app(search_source=Upstream())
     client = AsyncHTTPClient(force_instance=True)
 
     async def get(path: str, accept: str = "application/json"):
-        return await client.fetch(f"http://127.0.0.1:{listener.getsockname()[1]}{path}",
-                                  headers={"Accept": accept}, raise_error=False)
-    yield services, server, get
+        return await client.fetch(running.base + path, headers={"Accept": accept},
+                                  raise_error=False)
+    yield running.services, running.redis_server, get
     client.close()
-    http.stop()
-    await search.aclose()
-    await redis.aclose()
 
 
 async def test_redis_down_is_503_for_json_and_page(app):

@@ -34,6 +34,27 @@ class Clock:
         return self.now
 
 
+class Tally:
+    """A count a test can wait on: `await tally.reach(n)` returns once it is n or more."""
+
+    def __init__(self):
+        self.value = 0
+        self._waiters: list[tuple[int, asyncio.Future]] = []
+
+    def add(self) -> None:
+        self.value += 1
+        for target, waiter in self._waiters:
+            if self.value >= target and not waiter.done():
+                waiter.set_result(None)
+
+    async def reach(self, target: int, timeout_s: float = 5) -> None:
+        if self.value >= target:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append((target, waiter))
+        await asyncio.wait_for(waiter, timeout_s)
+
+
 class FakeUpstream:
     """Counts searches; `gate` holds them until set; `error` makes them fail."""
 
@@ -41,6 +62,7 @@ class FakeUpstream:
         self.clock = clock
         self.fetch_s = fetch_s
         self.calls: list[str] = []
+        self.entered = Tally()  # searches that reached the upstream
         self.gate: asyncio.Event | None = None
         self.error: UpstreamError | None = None
         self.closed = False
@@ -51,6 +73,7 @@ class FakeUpstream:
 
     async def search(self, query: str) -> SearchResult:
         self.calls.append(query)
+        self.entered.add()
         if self.gate is not None:
             await self.gate.wait()
         if self.error is not None:
@@ -63,9 +86,14 @@ class FakeUpstream:
 
 
 class CountingRedis(fakeredis.FakeAsyncRedis):
-    """Counts the reads of cached values (GET and MGET)."""
+    """Counts the reads of cached values (GET and MGET), and the answered MGETs (a
+    lookup's first read: once answered, the lookup has joined or started a fill)."""
 
     gets = 0
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.mgets_answered = Tally()
 
     async def get(self, *args, **kwargs):
         self.gets += 1
@@ -73,7 +101,9 @@ class CountingRedis(fakeredis.FakeAsyncRedis):
 
     async def mget(self, *args, **kwargs):
         self.gets += 1
-        return await super().mget(*args, **kwargs)
+        values = await super().mget(*args, **kwargs)
+        self.mgets_answered.add()
+        return values
 
 
 class CountingCache(SearchCache):
@@ -81,9 +111,15 @@ class CountingCache(SearchCache):
 
     lock_attempts = 0
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.locks_answered = Tally()
+
     async def _lock_and_read(self, *args):
         self.lock_attempts += 1
-        return await super()._lock_and_read(*args)
+        answer = await super()._lock_and_read(*args)
+        self.locks_answered.add()
+        return answer
 
 
 @pytest.fixture
@@ -108,8 +144,7 @@ def make_cache(server, clock, rand=lambda: 0.0, timeout_s: float = 2.0):
 async def settle(cache: SearchCache, timeout_s: float = 5) -> None:
     """Wait until the cache's background tasks are done."""
     async with asyncio.timeout(timeout_s):
-        while cache._tasks:
-            await asyncio.sleep(0.01)
+        await cache.wait_idle()
 
 
 async def test_miss_then_hit(server, clock):
@@ -132,10 +167,11 @@ def test_queries_are_normalised_before_hashing():
 
 
 async def test_concurrent_local_requests_share_one_fetch_and_one_lock_attempt(server, clock):
-    cache, upstream, _redis = make_cache(server, clock)
+    cache, upstream, redis = make_cache(server, clock)
     upstream.gate = asyncio.Event()
     lookups = [asyncio.ensure_future(cache.lookup("pants")) for _ in range(25)]
-    await asyncio.sleep(0.05)
+    await redis.mgets_answered.reach(25)  # every lookup has joined the one fill
+    await upstream.entered.reach(1)
     upstream.gate.set()
     found = await asyncio.gather(*lookups)
     assert upstream.calls == ["pants"]
@@ -145,12 +181,16 @@ async def test_concurrent_local_requests_share_one_fetch_and_one_lock_attempt(se
 
 
 async def test_concurrent_requests_on_two_processes_make_one_upstream_request(server, clock):
-    cache_a, upstream_a, _ = make_cache(server, clock)
-    cache_b, upstream_b, _ = make_cache(server, clock)
+    cache_a, upstream_a, redis_a = make_cache(server, clock)
+    cache_b, upstream_b, redis_b = make_cache(server, clock)
     upstream_a.gate, upstream_b.gate = asyncio.Event(), asyncio.Event()
     lookups = [asyncio.ensure_future((cache_a if i % 2 else cache_b).lookup("pants"))
                for i in range(40)]
-    await asyncio.sleep(0.1)  # every lookup is waiting: one on the upstream, others on it
+    # every lookup is waiting: one fill on the upstream, the other process's fill on it
+    await redis_a.mgets_answered.reach(20)
+    await redis_b.mgets_answered.reach(20)
+    await cache_a.locks_answered.reach(1)
+    await cache_b.locks_answered.reach(1)
     upstream_a.gate.set()
     upstream_b.gate.set()
     found = await asyncio.gather(*lookups)
@@ -165,7 +205,9 @@ async def test_waiters_get_the_holders_error_without_fetching(server, clock):
     upstream_a.gate, upstream_b.gate = asyncio.Event(), asyncio.Event()
     upstream_a.error = upstream_b.error = UpstreamTimeout("too slow")
     lookups = [asyncio.ensure_future(c.lookup("pants")) for c in (cache_a, cache_b) * 5]
-    await asyncio.sleep(0.1)
+    # one fill holds the lock on the upstream; the other process's fill has found it taken
+    await cache_a.locks_answered.reach(1)
+    await cache_b.locks_answered.reach(1)
     upstream_a.gate.set()
     upstream_b.gate.set()
     outcomes = await asyncio.gather(*lookups, return_exceptions=True)
@@ -326,9 +368,9 @@ async def test_aclose_cancels_background_refreshes(server, clock):
     clock.now += FRESH_S + 1
     upstream.gate = asyncio.Event()  # the refresh hangs on the upstream
     assert (await cache.lookup("pants")).cache == STALE
-    await asyncio.sleep(0.05)
-    assert len(cache._tasks) == 1
+    await upstream.entered.reach(2)  # the background refresh waits on the upstream
+    assert cache.running_tasks() == 1
     await cache.aclose()
-    assert not cache._tasks and upstream.closed
+    assert cache.running_tasks() == 0 and upstream.closed
     # the cancelled refresh gave its lock back
     assert await redis.exists(keys.search_lock_key(query_hash("pants"))) == 0

@@ -10,40 +10,20 @@ import json
 import os
 import socket
 
-import fakeredis
 import pytest
-from tornado.httpserver import HTTPServer
 
-from service.config import Config
-from service.inventory import InventoryStore, Snapshot
-from service.inventory.catalog import Catalog
-from service.live import InventoryFeed, LiveHub
-from service.web.app import make_app
-from service.web.services import Services
+from service.inventory import Snapshot
 from service.web.sockets import SILENT_PEER_TIMEOUT_S, ping_sockets
 
 pytestmark = pytest.mark.timeout(30)
 
 
 @pytest.fixture
-async def server():
-    settings = Config.from_env({"BB_COOKIE_SECRET": "x" * 32, "BB_INSTANCE_ID": "unit"})
-    catalog = Catalog.load(settings.catalog_path)
-    redis = fakeredis.FakeAsyncRedis()
-    store = InventoryStore(redis, catalog, settings.hold_ttl_s)
-    hub = LiveHub("unit")
-    services = Services(settings, catalog, redis, store, hub, InventoryFeed(redis, store, hub))
-    for sku in catalog.skus:
-        hub.apply(Snapshot(sku, 10, 1, "e1"))
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(128)
-    listener.setblocking(False)
-    http = HTTPServer(make_app(services))
-    http.add_sockets([listener])
-    yield services, listener.getsockname()[1]
-    http.stop()
-    await redis.aclose()
+async def server(start_app):
+    app = await start_app()
+    for sku in app.services.catalog.skus:
+        app.services.hub.apply(Snapshot(sku, 10, 1, "e1"))
+    return app.services, app.port
 
 
 async def open_raw_websocket(port: int):
