@@ -10,8 +10,9 @@ Measured on Tornado 6.5/6.6 (pyproject.toml pins that range). Two shortcuts:
   and on nothing else writing to the stream between our calls.
 * `forget_request` empties the parsed request an open socket never reads again (about a
   quarter of an idle socket's memory). It relies on `HTTPHeaders()` taking no arguments,
-  on the handshake coroutine holding the same header objects, and on nothing reading
-  the request's arguments once the socket is open.
+  on the handshake's response headers living in `RequestHandler._headers`, on the
+  handshake coroutine holding the same header objects, and on nothing reading the
+  request's arguments once the socket is open.
 
 tests/unit/test_fastpath.py checks each assumption and fails loudly, naming what to
 re-measure (`make bench-fanout`), when a Tornado upgrade breaks one.

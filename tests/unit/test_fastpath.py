@@ -73,6 +73,7 @@ async def test_the_forgotten_request_is_empty_and_the_socket_still_works(shop):
     [handler] = shop.services.hub.subscribers()
     # open() ran forget_request: the handshake's request is emptied in place
     assert dict(handler.request.headers) == {} and handler.request.arguments == {}
+    assert isinstance(handler._headers, HTTPHeaders) and dict(handler._headers) == {}, RE_MEASURE
     assert handler.path_args is None
     forget_request(handler)  # idempotent
     client.write_message("hello")  # read and ignored, as before
