@@ -10,7 +10,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,lint]'
+	$(BIN)/pip install --quiet -e '.[test,lint,load]'
 	touch $@
 
 # Debian packages (installed with apt-get when missing and running as root).
@@ -21,8 +21,9 @@ deps:
 deps-browser:
 	scripts/ensure-system-deps.sh chromium chromedriver
 
+# `make demo BOOKS=2000 [COPIES=5]` serves a generated catalog of that many books
 demo: deps venv
-	$(BIN)/python -m service up --instances $${BB_DEMO_INSTANCES:-3}
+	$(BIN)/python -m service up --instances $${BB_DEMO_INSTANCES:-3}$(if $(BOOKS), --books $(BOOKS))$(if $(COPIES), --copies $(COPIES))
 
 test: venv lint deps deps-browser
 	$(BIN)/pytest -q

@@ -16,6 +16,11 @@ def stock_key(sku: str) -> str:
     return f"{KEY_PREFIX}:{{{sku}}}:stock"
 
 
+def sku_of_stock_key(key: str) -> str:
+    """The SKU in a stock_key() name (what SCAN MATCH stock_key("*") finds)."""
+    return key[len(f"{KEY_PREFIX}:{{"):-len("}:stock")]
+
+
 def holds_key(sku: str) -> str:
     """Sorted set: session id -> hold expiry in Redis-clock milliseconds."""
     return f"{KEY_PREFIX}:{{{sku}}}:holds"
@@ -31,9 +36,21 @@ def epoch_key(sku: str) -> str:
     return f"{KEY_PREFIX}:{{{sku}}}:epoch"
 
 
+def changed_at_key(sku: str) -> str:
+    """Redis-clock ms of the SKU's latest change (set with the version)."""
+    return f"{KEY_PREFIX}:{{{sku}}}:at"
+
+
 def sku_keys(sku: str) -> list[str]:
-    """The four keys every inventory script takes, in the scripts' KEYS order."""
-    return [stock_key(sku), holds_key(sku), version_key(sku), epoch_key(sku)]
+    """The keys every inventory script takes, in the scripts' KEYS order."""
+    return [stock_key(sku), holds_key(sku), version_key(sku), epoch_key(sku),
+            changed_at_key(sku)]
+
+
+# Sorted set: SKU -> the earliest expiry (ms) of its holds, or earlier. Lets the sweeper
+# visit only the books with holds due; kept beside the scripts (not inside them, as it
+# has no hash tag of the book's), so a slow full sweep repairs what it may miss.
+HOLD_EXPIRIES_KEY = f"{KEY_PREFIX}:hold-expiries"
 
 
 # Search cache (tweets per second). One value per normalised query (by its sha256),

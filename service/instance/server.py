@@ -19,6 +19,7 @@ from tornado.iostream import IOStream
 from service import redis_keys
 from service.config import Config
 from service.inventory import Catalog, InventoryStore
+from service.inventory.clock import RedisClock
 from service.listen import listen
 from service.live import InventoryFeed, LiveHub
 from service.loops import every
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 
 # background tasks get this long to finish after cancellation before we stop waiting
 TASK_STOP_TIMEOUT_S = 2.0
+# The safety net under the sweeper's index of due holds (see redis_keys.HOLD_EXPIRIES_KEY):
+# a hold whose index entry was lost expires at most this much late.
+FULL_SWEEP_INTERVAL_S = 30.0
 # Longer than nginx's upstream keepalive_timeout (2 s, nginx/*.conf and ops/render.py).
 KEEPALIVE_GRACE_S = 3.0
 
@@ -75,8 +79,9 @@ def build_services(config: Config) -> tuple[Services, aioredis.Redis]:
     """The instance's services, and the Redis client its subscription uses."""
     catalog = Catalog.load(config.catalog_path)
     commands, pubsub = redis_clients(config.redis_url)
-    store = InventoryStore(commands, catalog, config.hold_ttl_s)
-    hub = LiveHub(config.instance_id)
+    clock = RedisClock()  # learnt from the store's replies, stamped on the hub's answers
+    store = InventoryStore(commands, catalog, config.hold_ttl_s, clock)
+    hub = LiveHub(config.instance_id, clock)
     feed = InventoryFeed(pubsub, store, hub)
     metrics = Metrics()
     upstream = Upstream(config.upstream_url, config.upstream_kind, config.upstream_timeout_s,
@@ -100,6 +105,7 @@ def background_tasks(services: Services) -> list[asyncio.Task[None]]:
     loops = {
         "inventory-feed": services.feed.run(),
         "hold-sweeper": every(config.sweep_interval_s, services.store.sweep, log, "hold sweeper"),
+        "full-sweep": every(FULL_SWEEP_INTERVAL_S, services.store.sweep_all, log, "full sweep"),
         "socket-keepalive": every(KEEPALIVE_INTERVAL_S, keep_sockets_alive(services.hub), log,
                                   "socket keep-alive"),
         "heartbeat": every(HEARTBEAT_INTERVAL_S, beat, log, "heartbeat"),

@@ -32,13 +32,16 @@ class Catalog:
     books: tuple[Book, ...]
     featured: str
     _by_sku: dict[str, Book] = dataclasses.field(init=False, repr=False, compare=False)
+    _skus: tuple[str, ...] = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_sku", {book.sku: book for book in self.books})
+        object.__setattr__(self, "_skus", tuple(book.sku for book in self.books))
 
     @property
-    def skus(self) -> list[str]:
-        return [book.sku for book in self.books]
+    def skus(self) -> tuple[str, ...]:
+        """Every SKU, in catalog order."""
+        return self._skus
 
     def get(self, sku: str) -> Book | None:
         return self._by_sku.get(sku)

@@ -14,6 +14,7 @@ class Snapshot:
     count: int
     version: int
     epoch: str
+    changed_at_ms: int = 0  # Redis clock; 0 for a change made before this field existed
 
     def is_newer_than(self, other: Snapshot | None) -> bool:
         """A new epoch (Redis re-initialised) always wins; otherwise the higher version."""
@@ -21,7 +22,7 @@ class Snapshot:
 
     def as_dict(self) -> dict[str, Any]:
         return {"sku": self.sku, "inventoryCount": self.count,
-                "version": self.version, "epoch": self.epoch}
+                "version": self.version, "epoch": self.epoch, "changedAt": self.changed_at_ms}
 
     @classmethod
     def from_message(cls, data: bytes | str) -> Snapshot:
@@ -29,7 +30,8 @@ class Snapshot:
         try:
             obj = json.loads(data)
             return cls(sku=str(obj["sku"]), count=int(obj["inventoryCount"]),
-                       version=int(obj["version"]), epoch=str(obj["epoch"]))
+                       version=int(obj["version"]), epoch=str(obj["epoch"]),
+                       changed_at_ms=int(obj.get("changedAt", 0)))
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed snapshot message: {exc}") from None
 
@@ -54,3 +56,12 @@ class StockBelowHolds(ValueError):
 class CartResult:
     snapshot: Snapshot
     in_cart: bool
+    server_time_ms: int  # the Redis clock when the change was made
+    expires_at_ms: int  # the session's hold expiry; 0 when it holds no copy
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Hold:
+    """A copy held for a session, until the Redis clock reaches expires_at_ms."""
+    sku: str
+    expires_at_ms: int

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -10,23 +11,45 @@ import redis.asyncio as aioredis
 from service import redis_keys
 from service.inventory import scripts
 from service.inventory.catalog import Catalog
-from service.inventory.snapshot import CartResult, Snapshot, SoldOut, StockBelowHolds, UnknownSku
+from service.inventory.clock import RedisClock
+from service.inventory.snapshot import (
+    CartResult,
+    Hold,
+    Snapshot,
+    SoldOut,
+    StockBelowHolds,
+    UnknownSku,
+)
+
+# commands per pipeline when a command touches every book (thousands of them)
+CHUNK = 500
+# the sweeper's fast path visits at most this many books with holds due per round
+SWEEP_BATCH = 500
 
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-class InventoryStore:
-    """The inventory operations; Redis holds all state, this object holds none."""
+def chunks(items: Sequence[str], size: int = CHUNK) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
-    def __init__(self, redis: aioredis.Redis, catalog: Catalog, hold_ttl_s: float):
+
+class InventoryStore:
+    """The inventory operations; Redis holds all state, this object holds none (but its
+    estimate of the Redis clock)."""
+
+    def __init__(self, redis: aioredis.Redis, catalog: Catalog, hold_ttl_s: float,
+                 clock: RedisClock | None = None):
         self.redis = redis
         self.catalog = catalog
         self.hold_ttl_ms = int(hold_ttl_s * 1000)
+        self.clock = clock or RedisClock()
         self._add = redis.register_script(scripts.ADD)
         self._remove = redis.register_script(scripts.REMOVE)
         self._set_stock = redis.register_script(scripts.SET_STOCK)
+        self._reset = redis.register_script(scripts.RESET)
         self._sweep = redis.register_script(scripts.SWEEP)
         self._seed = redis.register_script(scripts.SEED)
         self._read = redis.register_script(scripts.READ)
@@ -42,27 +65,33 @@ class InventoryStore:
     async def seed(self) -> int:
         """Create every catalog SKU missing from Redis; returns how many were created."""
         created = 0
-        for book in self.catalog.books:
-            created += int(await self._seed(
-                keys=redis_keys.sku_keys(book.sku),
-                args=self._args(book.sku, book.stock, secrets.token_hex(8))))
+        for group in chunks(self.catalog.skus):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for sku in group:
+                    await self._seed(keys=redis_keys.sku_keys(sku), client=pipe,
+                                     args=self._args(sku, self._catalog_stock(sku),
+                                                     secrets.token_hex(8)))
+                created += sum(int(n) for n in await pipe.execute())
         return created
 
-    async def _read_rows(self, skus: list[str]) -> list[Any]:
-        """The READ script's row of every SKU, in one round trip."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for sku in skus:
-                await self._read(keys=redis_keys.sku_keys(sku), args=[], client=pipe)
-            return list(await pipe.execute())
+    async def _read_rows(self, skus: Sequence[str]) -> list[Any]:
+        """The READ script's row of every SKU, in one round trip per CHUNK books."""
+        rows: list[Any] = []
+        for group in chunks(skus):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for sku in group:
+                    await self._read(keys=redis_keys.sku_keys(sku), args=[], client=pipe)
+                rows += await pipe.execute()
+        return rows
 
-    async def snapshots(self, skus: list[str]) -> list[Snapshot]:
-        """Current snapshots, read atomically per SKU in one round trip."""
+    async def snapshots(self, skus: Sequence[str]) -> list[Snapshot]:
+        """Current snapshots, read atomically per SKU."""
         rows = await self._read_rows([self._known(sku) for sku in skus])
         result = []
         for sku, row in zip(skus, rows):
             if not row:
                 raise UnknownSku(sku)
-            result.append(Snapshot(sku, int(row[0]), int(row[1]), _text(row[2])))
+            result.append(Snapshot(sku, int(row[0]), int(row[1]), _text(row[2]), int(row[5])))
         return result
 
     async def snapshot(self, sku: str) -> Snapshot:
@@ -81,20 +110,37 @@ class InventoryStore:
         score = await self.redis.zscore(redis_keys.holds_key(self._known(sku)), session_id)
         return score is not None
 
+    async def holds_of(self, session_id: str) -> list[Hold]:
+        """Every copy the session holds now (one ZSCORE per book, pipelined)."""
+        holds = []
+        now_ms = self.clock.now_ms()
+        for group in chunks(self.catalog.skus):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for sku in group:
+                    pipe.zscore(redis_keys.holds_key(sku), session_id)
+                scores = await pipe.execute()
+            holds += [Hold(sku, int(score)) for sku, score in zip(group, scores)
+                      if score is not None and score > now_ms]
+        return holds
+
     def _result(self, sku: str, row: list[Any]) -> CartResult:
         status = _text(row[0])
         if status == "unknown":
             raise UnknownSku(sku)
-        snapshot = Snapshot(sku, int(row[1]), int(row[2]), _text(row[3]))
+        snapshot = Snapshot(sku, int(row[1]), int(row[2]), _text(row[3]), int(row[5]))
+        self.clock.observe(int(row[6]))
         if status == "sold_out":
             raise SoldOut(snapshot)
-        return CartResult(snapshot, bool(int(row[4])))
+        return CartResult(snapshot, bool(int(row[4])), int(row[6]), int(row[7]))
 
     async def add(self, sku: str, session_id: str) -> CartResult:
         """Hold one copy for the session (idempotent). Raises SoldOut, UnknownSku."""
         row = await self._add(keys=redis_keys.sku_keys(self._known(sku)),
                               args=self._args(sku, session_id, self.hold_ttl_ms))
-        return self._result(sku, row)
+        result = self._result(sku, row)
+        # the sweeper's index only ever moves earlier here (LT); see redis_keys
+        await self.redis.zadd(redis_keys.HOLD_EXPIRIES_KEY, {sku: result.expires_at_ms}, lt=True)
+        return result
 
     async def remove(self, sku: str, session_id: str) -> CartResult:
         """Release the session's copy, if it holds one (idempotent)."""
@@ -113,10 +159,74 @@ class InventoryStore:
                                   f"stock cannot go below that")
         return self._result(sku, row).snapshot
 
+    async def books_in_redis(self) -> list[str]:
+        """Every SKU Redis has stock for: this catalog's, and those of any other catalog
+        the shop ran with (SCAN, so Redis is never blocked)."""
+        pattern = redis_keys.stock_key("*")
+        skus = {redis_keys.sku_of_stock_key(_text(key))
+                async for key in self.redis.scan_iter(match=pattern, count=1000)}
+        return sorted(skus)
+
+    async def reset(self, per_book: int | None = None) -> tuple[int, int]:
+        """Release every hold of every book Redis has and set its stock (per_book, else
+        this catalog's, else unchanged); every client is told, as with any change.
+        Returns (books, holds released)."""
+        if per_book is not None and per_book < 0:
+            raise ValueError("stock cannot be negative")
+        books = released = 0
+        for group in chunks(await self.books_in_redis()):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for sku in group:
+                    stock = per_book if per_book is not None else self._catalog_stock(sku)
+                    await self._reset(keys=redis_keys.sku_keys(sku), client=pipe,
+                                      args=self._args(sku, stock))
+                rows = await pipe.execute()
+            for row in rows:
+                if _text(row[0]) == "ok":
+                    books += 1
+                    released += int(row[8])
+        await self.redis.delete(redis_keys.HOLD_EXPIRIES_KEY)
+        return books, released
+
+    def _catalog_stock(self, sku: str) -> int:
+        """The catalog's stock of the book; -1 (keep what Redis has) for another's book."""
+        book = self.catalog.get(sku)
+        return book.stock if book is not None else -1
+
     async def sweep(self) -> int:
-        """Drop expired holds of every book and publish the changed counts."""
+        """Drop the expired holds of the books whose holds are due (the index) and
+        publish their new counts; returns how many holds expired."""
+        now_ms = self.clock.now_ms()
+        due = [_text(sku) for sku in await self.redis.zrangebyscore(
+            redis_keys.HOLD_EXPIRIES_KEY, "-inf", now_ms, start=0, num=SWEEP_BATCH)]
+        return await self._sweep_books([sku for sku in due if sku in self.catalog], exact=True)
+
+    async def sweep_all(self) -> int:
+        """Sweep every book (slowly, as a safety net): repairs the index where a hold was
+        added but its index entry lost (an instance that died between the two)."""
+        expired = 0
+        for group in chunks(self.catalog.skus):
+            expired += await self._sweep_books(group, exact=False)
+        return expired
+
+    async def _sweep_books(self, skus: Sequence[str], exact: bool) -> int:
+        if not skus:
+            return 0
         async with self.redis.pipeline(transaction=False) as pipe:
-            for sku in self.catalog.skus:
+            for sku in skus:
                 await self._sweep(keys=redis_keys.sku_keys(sku), args=self._args(sku),
                                   client=pipe)
-            return sum(int(n) for n in await pipe.execute())
+            pipe.time()
+            *rows, (seconds, micros) = await pipe.execute()
+        self.clock.observe(int(seconds) * 1000 + int(micros) // 1000)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for sku, (_, next_expiry) in zip(skus, rows):
+                if next_expiry:
+                    # exact: the book was due, its index entry is replaced; otherwise it
+                    # may only move earlier (a concurrent add knows better)
+                    pipe.zadd(redis_keys.HOLD_EXPIRIES_KEY, {sku: int(next_expiry)},
+                              lt=not exact)
+                elif exact:
+                    pipe.zrem(redis_keys.HOLD_EXPIRIES_KEY, sku)
+            await pipe.execute()
+        return sum(int(expired) for expired, _ in rows)

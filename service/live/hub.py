@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from service.inventory import Snapshot
+from service.inventory.clock import RedisClock
 
 
 def websocket_text_frame(payload: bytes) -> bytes:
@@ -31,19 +32,33 @@ def websocket_text_frame(payload: bytes) -> bytes:
     return header + payload
 
 
+def with_server_time(payload: bytes, server_time_ms: int) -> bytes:
+    """The JSON object `payload` with `serverTime` added (spliced: no re-encoding)."""
+    return payload[:-1] + b',"serverTime":%d}' % server_time_ms
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Entry:
-    """A snapshot with its serialised forms, built once per change per process."""
+    """A snapshot with its serialised forms, built once per change per process.
+
+    `payload` is the JSON without `serverTime`, which an answer adds when it is sent;
+    `frame` is the WebSocket push of the change, stamped when it was built (it is sent
+    at once)."""
     snapshot: Snapshot
     payload: bytes
     frame: bytes
 
     @classmethod
-    def build(cls, snapshot: Snapshot, instance_id: str) -> Entry:
+    def build(cls, snapshot: Snapshot, instance_id: str, server_time_ms: int) -> Entry:
         """Serialise a snapshot once, for every long-poll and socket of this process."""
         payload = json.dumps({**snapshot.as_dict(), "instance": instance_id},
                              separators=(",", ":")).encode()
-        return cls(snapshot, payload, websocket_text_frame(payload))
+        return cls(snapshot, payload,
+                   websocket_text_frame(with_server_time(payload, server_time_ms)))
+
+    def frame_at(self, server_time_ms: int) -> bytes:
+        """A frame of this snapshot stamped now (a socket's opening snapshot)."""
+        return websocket_text_frame(with_server_time(self.payload, server_time_ms))
 
 
 class Subscriber(Protocol):
@@ -62,8 +77,9 @@ class Subscriber(Protocol):
 class LiveHub:
     """Latest snapshot per SKU, and the local long-polls and sockets waiting on them."""
 
-    def __init__(self, instance_id: str):
+    def __init__(self, instance_id: str, clock: RedisClock | None = None):
         self.instance_id = instance_id
+        self.clock = clock or RedisClock()
         self._entries: dict[str, Entry] = {}
         self._waiters: dict[str, set[asyncio.Future[Entry | None]]] = defaultdict(set)
         self._subscribers: dict[str, set[Subscriber]] = defaultdict(set)
@@ -80,7 +96,7 @@ class LiveHub:
         held = self._entries.get(snapshot.sku)
         if not snapshot.is_newer_than(held.snapshot if held else None):
             return False
-        entry = Entry.build(snapshot, self.instance_id)
+        entry = Entry.build(snapshot, self.instance_id, self.clock.now_ms())
         self._entries[snapshot.sku] = entry
         waiters = self._waiters.pop(snapshot.sku, ())
         for waiter in waiters:

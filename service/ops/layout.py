@@ -24,6 +24,8 @@ class Layout:
     upstream_latency_ms: int = 300
     drain_s: float = 10.0
     var_dir: Path = DEFAULT_VAR_DIR
+    # the catalog file every instance gets as BB_CATALOG; None: the built-in catalog
+    catalog: Path | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.instances <= MAX_INSTANCES:
@@ -69,7 +71,8 @@ class Layout:
         return self.var_dir / "log"
 
     def save(self) -> None:
-        data: dict[str, Any] = {**dataclasses.asdict(self), "var_dir": str(self.var_dir)}
+        data: dict[str, Any] = {**dataclasses.asdict(self), "var_dir": str(self.var_dir),
+                                "catalog": str(self.catalog) if self.catalog else None}
         self.layout_file.write_text(json.dumps(data, indent=2) + "\n")
 
     @classmethod
@@ -81,4 +84,7 @@ class Layout:
         except FileNotFoundError:
             raise OpsError(f"no cluster was started from {var_dir} (no {path.name}): "
                               "start one with `python -m service up`") from None
-        return cls(**{**data, "var_dir": Path(data["var_dir"])})
+        # a cluster.json written before `catalog` existed has none: the built-in catalog
+        catalog = data.get("catalog")
+        return cls(**{**data, "var_dir": Path(data["var_dir"]),
+                      "catalog": Path(catalog) if catalog else None})

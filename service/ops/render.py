@@ -76,6 +76,19 @@ def upstream_block(layout: Layout, down: frozenset[str] = frozenset()) -> str:
     return "\n".join(lines)
 
 
+def catalog_env(layout: Layout) -> str:
+    """The `,BB_CATALOG="…"` that ends an instance's environment=, or "" for the built-in
+    catalog (the app's default, as without `--books`/`--catalog`)."""
+    if layout.catalog is None:
+        return ""
+    path = str(layout.catalog)
+    # supervisord splits environment= with shlex and expands %(name)s in it
+    if any(char in path for char in '"\'\n\\'):
+        raise OpsError(f"the catalog path {path!r} has a quote, backslash or newline, which "
+                       "supervisord's environment= cannot carry: move or rename the file")
+    return f',BB_CATALOG="{path.replace("%", "%%")}"'
+
+
 def _fill(template: Path, **values: Any) -> str:
     try:
         return string.Template(template.read_text()).substitute(values)
@@ -94,7 +107,8 @@ def render(layout: Layout) -> list[str]:
     apps = "".join(
         _fill(APP_PROGRAM_TEMPLATE, name=name, port=port, drain_s=layout.drain_s,
               stopwait_s=stopwait_s, cookie_secret=_shared_secret(var / "cookie_secret"),
-              admin_token=_shared_secret(var / "admin_token"), **common)
+              admin_token=_shared_secret(var / "admin_token"),
+              catalog_env=catalog_env(layout), **common)
         for name, port in layout.apps.items())
     supervisor = _fill(
         SUPERVISOR_TEMPLATE, app_programs=apps,

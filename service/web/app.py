@@ -12,7 +12,7 @@ from service.paths import STATIC, TEMPLATES
 from service.web import limits
 from service.web.admin import InstancesApiHandler, InstancesPageHandler, MetricsHandler
 from service.web.base import NotFoundHandler
-from service.web.cart import CartHandler
+from service.web.cart import CartApiHandler, CartHandler
 from service.web.health import HealthHandler, ReadyHandler
 from service.web.pages import BookPageHandler, BooksApiHandler, CatalogPageHandler
 from service.web.proxy import access_logger
@@ -41,6 +41,7 @@ def make_app(services: Services) -> tornado.web.Application:
         (r"/books", CatalogPageHandler),
         (r"/books/([^/]+)", BookPageHandler),
         (r"/api/books", BooksApiHandler),
+        (r"/api/cart", CartApiHandler),
         (r"/healthz", HealthHandler),
         (r"/readyz", ReadyHandler),
         (r"/metrics", MetricsHandler),

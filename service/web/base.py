@@ -36,6 +36,8 @@ class ShopMixin(_Handler):
 
     def set_default_headers(self) -> None:
         self.set_header("X-Instance", self.services.config.instance_id)
+        # the Redis clock (as this instance estimates it), which changedAt is on
+        self.set_header("X-Server-Time", self.services.store.clock.now_ms())
         if self.services.draining:
             # a proxy must not send this connection another request
             self.set_header("Connection", "close")

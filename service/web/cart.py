@@ -10,6 +10,31 @@ from service.web.base import BaseHandler
 from service.web.errors import ApiError, unknown_sku
 
 
+def checked_session(secret: str, token: str | None) -> str:
+    """The session id inside a token; 400 when there is none, 403 when it is forged."""
+    if not token:
+        raise ApiError(400, "missing_session", "the session field is required "
+                       "(it is in the page's hidden #session field)")
+    session_id = sessions.session_id_from(secret, token)
+    if session_id is None:
+        raise ApiError(403, "bad_session",
+                       "the session is not one this shop issued; reload the page")
+    return session_id
+
+
+class CartApiHandler(BaseHandler):
+    """GET /api/cart: the calling session's holds, from the `session` parameter or the
+    session cookie (signed, as for POST /cart)."""
+
+    async def get(self) -> None:
+        token = self.get_query_argument("session", None) or self.get_cookie(sessions.SESSION_NAME)
+        session_id = checked_session(self.services.config.cookie_secret, token)
+        holds = await self.services.store.holds_of(session_id)
+        self.write_json({"session": token,
+                         "items": [{"sku": h.sku, "expiresAt": h.expires_at_ms} for h in holds],
+                         "serverTime": self.services.store.clock.now_ms()})
+
+
 class CartHandler(BaseHandler):
     """POST /cart: form fields or JSON `session`, `action` (add|remove), optional `sku`."""
 
@@ -25,14 +50,7 @@ class CartHandler(BaseHandler):
         if sessions.is_cross_site(self.request.headers, self.request.host):
             raise ApiError(403, "cross_site", "cross-site requests may not change a cart")
         fields = self._fields()
-        token = fields.get("session")
-        if not token:
-            raise ApiError(400, "missing_session", "the session field is required "
-                           "(it is in the page's hidden #session field)")
-        session_id = sessions.session_id_from(self.services.config.cookie_secret, token)
-        if session_id is None:
-            raise ApiError(403, "bad_session",
-                           "the session is not one this shop issued; reload the page")
+        session_id = checked_session(self.services.config.cookie_secret, fields.get("session"))
         action = fields.get("action")
         if action not in ("add", "remove"):
             raise ApiError(400, "bad_action", "action must be 'add' or 'remove'")
@@ -52,14 +70,16 @@ class CartHandler(BaseHandler):
         except SoldOut as sold_out:
             self.services.hub.apply(sold_out.snapshot)
             raise ApiError(409, "sold_out", "Sorry, the last copy just went to another shopper.",
-                           **sold_out.snapshot.as_dict(), inCart=False) from None
+                           **sold_out.snapshot.as_dict(), inCart=False,
+                           serverTime=store.clock.now_ms()) from None
         # the pub/sub message will bring the same snapshot; applying it now only makes
         # this instance's own clients see it a little sooner
         self.services.hub.apply(result.snapshot)
         if next_path is not None:
             self.redirect(next_path, status=303)
             return
-        self.write_json({**result.snapshot.as_dict(), "inCart": result.in_cart})
+        self.write_json({**result.snapshot.as_dict(), "inCart": result.in_cart,
+                         "serverTime": result.server_time_ms})
 
     def _fields(self) -> dict[str, str]:
         content_type = self.request.headers.get("Content-Type", "")

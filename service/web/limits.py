@@ -1,6 +1,10 @@
 """Bounds on what one request may ask of an instance."""
 
 MAX_SKUS_PER_REQUEST = 50
+# a catalog page watches its books over one socket, so it stays within the above
+BOOKS_PER_PAGE = 24
+API_BOOKS_PER_PAGE = 100
+API_MAX_BOOKS_PER_PAGE = 1000
 MAX_BODY_BYTES = 8 * 1024
 # Tornado's own cap on a body it reads at all; our handlers answer 413 above MAX_BODY_BYTES
 SERVER_MAX_BODY_BYTES = 1024 * 1024

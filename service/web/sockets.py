@@ -59,8 +59,12 @@ class StatusSocketHandler(ShopMixin, tornado.websocket.WebSocketHandler):
     def open(self, *args: str, **kwargs: str) -> None:
         self.last_heard = time.monotonic()
         self.services.hub.attach(self, self.skus)
+        now_ms = self.services.store.clock.now_ms()
         for entry in self.current_entries(self.skus):
-            self.push(entry)
+            if self._pending is not None:  # a slow reader from the first frame on
+                self._pending[entry.snapshot.sku] = entry
+            else:
+                self._send(entry.frame_at(now_ms))
         # an idle socket lives for hours; the request it came from is never read again
         forget_request(self)
 

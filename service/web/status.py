@@ -6,7 +6,7 @@ import asyncio
 import json
 import random
 
-from service.live import Entry
+from service.live import Entry, with_server_time
 from service.web.base import BaseHandler
 from service.web.cursors import is_ahead_of, parse_cursors
 
@@ -33,12 +33,13 @@ class StatusPollHandler(BaseHandler):
                 return
             waiter.cancel()
             entries = self.current_entries(skus)
+        now_ms = self.services.store.clock.now_ms()
         if len(entries) == 1:
-            self.write_json(entries[0].payload)
+            self.write_json(with_server_time(entries[0].payload, now_ms))
         else:
             instance = json.dumps(self.services.config.instance_id).encode()
-            self.write_json(b'{"books":[' + b",".join(e.payload for e in entries) +
-                            b'],"instance":' + instance + b"}")
+            self.write_json(with_server_time(b'{"books":[' + b",".join(e.payload for e in entries)
+                                             + b'],"instance":' + instance + b"}", now_ms))
 
     def on_connection_close(self) -> None:
         if self._waiter is not None:

@@ -4,6 +4,7 @@ as `make demo` (no Docker engine runs here, so the file is checked, not run)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -18,6 +19,7 @@ from service import paths
 from service.config import Config
 from service.ops import layout as deploy_layout
 from service.ops import render as deploy_render
+from service.ops.errors import OpsError
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -165,3 +167,59 @@ def test_up_keeps_a_config_edited_by_hand_and_renews_the_others(tmp_path):
     assert layout.nginx_conf.read_text() == edited
     assert "[program:app-2]" in layout.supervisor_conf.read_text()
     assert "[program:app-3]" not in layout.supervisor_conf.read_text()
+
+
+def _app_environments(conf: Path) -> dict[str, dict[str, str]]:
+    """Each program's environment as supervisord itself parses the rendered config."""
+    from supervisor.options import ServerOptions
+    options = ServerOptions()
+    options.configfile = str(conf)
+    options.process_config(do_usage=False)
+    return {process.name: dict(process.environment or {})
+            for group in options.process_group_configs for process in group.process_configs}
+
+
+def test_a_catalog_reaches_every_instance_as_bb_catalog(tmp_path):
+    from service.inventory.catalog import Catalog
+    from service.inventory.demo_catalog import write_catalog
+    # a space and a %: supervisord splits environment= and expands %(name)s in it
+    catalog = tmp_path / "shop 100% scale" / "catalog.json"
+    catalog.parent.mkdir()
+    write_catalog(catalog, books=2000)
+    layout = deploy_layout.Layout(var_dir=tmp_path / "var", instances=4, catalog=catalog)
+    deploy_render.render(layout)
+    environments = _app_environments(layout.supervisor_conf)
+    apps = {name: env for name, env in environments.items() if name.startswith("app-")}
+    assert sorted(apps) == ["app-1", "app-2", "app-3", "app-4"]
+    assert all(env["BB_CATALOG"] == str(catalog) for env in apps.values())
+    assert all("BB_CATALOG" not in env for name, env in environments.items() if name not in apps)
+    assert len(Catalog.load(Path(apps["app-1"]["BB_CATALOG"])).books) == 2000
+    # `ctl` reloads the layout and with it the catalog
+    assert deploy_layout.Layout.load(layout.var_dir).catalog == catalog
+
+
+def test_without_a_catalog_the_instances_get_no_bb_catalog(tmp_path):
+    layout = deploy_layout.Layout(var_dir=tmp_path / "var")
+    deploy_render.render(layout)
+    assert "BB_CATALOG" not in layout.supervisor_conf.read_text()
+    environments = _app_environments(layout.supervisor_conf)
+    assert all("BB_CATALOG" not in env for env in environments.values())
+    assert deploy_layout.Layout.load(layout.var_dir).catalog is None
+
+
+def test_a_cluster_json_from_before_catalogs_still_loads(tmp_path):
+    var = tmp_path / "var"
+    var.mkdir()
+    (var / "cluster.json").write_text(json.dumps({
+        "instances": 2, "http_port": 8000, "first_app_port": 8001, "redis_port": 6390,
+        "upstream_port": 9000, "upstream_latency_ms": 300, "drain_s": 10.0,
+        "var_dir": str(var)}))
+    layout = deploy_layout.Layout.load(var)
+    assert layout.instances == 2 and layout.catalog is None
+
+
+def test_a_catalog_path_supervisord_cannot_carry_is_refused(tmp_path):
+    layout = deploy_layout.Layout(var_dir=tmp_path / "var",
+                                  catalog=tmp_path / 'say "cheese".json')
+    with pytest.raises(OpsError, match="move or rename the file"):
+        deploy_render.render(layout)

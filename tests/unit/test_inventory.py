@@ -81,7 +81,13 @@ async def test_every_change_publishes_its_snapshot(store, redis):
     result = await store.add("redis", "alice")
     messages = await published(pubsub)
     assert messages == [{"sku": "redis", "inventoryCount": result.snapshot.count,
-                         "version": result.snapshot.version, "epoch": result.snapshot.epoch}]
+                         "version": result.snapshot.version, "epoch": result.snapshot.epoch,
+                         "changedAt": result.snapshot.changed_at_ms}]
+    # the change's time is the Redis clock's, the same the reply's serverTime is on
+    assert 0 <= result.server_time_ms - result.snapshot.changed_at_ms < 1000
+    seconds, micros = await redis.time()
+    assert abs(seconds * 1000 + micros // 1000 - result.snapshot.changed_at_ms) < 1000
+    assert abs(result.expires_at_ms - (result.server_time_ms + store.hold_ttl_ms)) < 1000
     await store.add("redis", "alice")  # no change, no message
     assert await published(pubsub) == []
     await pubsub.aclose()
@@ -128,3 +134,40 @@ async def test_lost_redis_data_gets_a_new_epoch(store, redis):
     after = await store.snapshot("internet")
     assert after.epoch != before.epoch
     assert after.is_newer_than(before)
+
+
+async def test_holds_of_lists_a_sessions_copies_and_reset_releases_them(store, redis):
+    await store.add("redis", "alice")
+    await store.add("tornado", "alice")
+    await store.add("tornado", "bob")
+    held = await store.holds_of("alice")
+    assert sorted(h.sku for h in held) == ["redis", "tornado"]
+    assert all(h.expires_at_ms > store.clock.now_ms() for h in held)
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(keys.INVENTORY_CHANNEL)
+    books, released = await store.reset(per_book=7)
+    assert (books, released) == (len(store.catalog.skus), 3)
+    assert await store.holds_of("alice") == []
+    assert {s.count for s in await store.snapshots(store.catalog.skus)} == {7}
+    # every book's clients are told, as with any change
+    assert {m["sku"] for m in await published(pubsub)} == set(store.catalog.skus)
+    await pubsub.aclose()
+
+
+async def test_the_sweeper_visits_only_books_with_holds_due(redis):
+    store = InventoryStore(redis, Catalog.load(DEFAULT_CATALOG), hold_ttl_s=0.05)
+    await store.seed()
+    await store.add("internet", "alice")
+    assert await redis.zrange(keys.HOLD_EXPIRIES_KEY, 0, -1) == [b"internet"]
+    expiry_ms = await redis.zscore(keys.HOLD_EXPIRIES_KEY, "internet")
+    seconds, micros = await redis.time()
+    await asyncio.sleep(max(0.0, expiry_ms - (seconds * 1000 + micros / 1000)) / 1000 + 0.01)
+    store.clock.observe(0)  # (no reply since: the local clock stands in)
+    assert await store.sweep() == 1
+    assert await redis.zcard(keys.HOLD_EXPIRIES_KEY) == 0  # nothing left to watch
+    # a hold whose index entry was lost is found by the full sweep
+    await store.add("redis", "bob")
+    await redis.delete(keys.HOLD_EXPIRIES_KEY)
+    assert await store.sweep() == 0
+    assert await store.sweep_all() == 0
+    assert await redis.zrange(keys.HOLD_EXPIRIES_KEY, 0, -1) == [b"redis"]

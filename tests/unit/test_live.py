@@ -6,7 +6,7 @@ import json
 import pytest
 
 from service.inventory import Snapshot
-from service.live import Entry, LiveHub, websocket_text_frame
+from service.live import Entry, LiveHub, websocket_text_frame, with_server_time
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -39,11 +39,14 @@ def test_a_new_epoch_resets_versions():
 
 
 def test_entry_is_serialised_once_with_the_seed_field_and_instance():
-    entry = Entry.build(snap(3, count=7), "app-x")
+    entry = Entry.build(snap(3, count=7), "app-x", server_time_ms=1234)
     assert json.loads(entry.payload) == {"sku": "internet", "inventoryCount": 7, "version": 3,
-                                         "epoch": "e1", "instance": "app-x"}
-    assert entry.frame == websocket_text_frame(entry.payload)
-    assert entry.frame[:2] == bytes([0x81, len(entry.payload)])
+                                         "epoch": "e1", "changedAt": 0, "instance": "app-x"}
+    stamped = with_server_time(entry.payload, 1234)
+    assert json.loads(stamped) == {**json.loads(entry.payload), "serverTime": 1234}
+    assert entry.frame == websocket_text_frame(stamped)
+    assert entry.frame[:2] == bytes([0x81, len(stamped)])
+    assert entry.frame_at(99) == websocket_text_frame(with_server_time(entry.payload, 99))
 
 
 def test_frame_lengths_follow_rfc6455():

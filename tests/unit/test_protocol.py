@@ -24,7 +24,7 @@ def test_bad_cursors_are_400(raw, count):
 
 
 def test_a_snapshot_is_ahead_of_older_versions_and_other_epochs():
-    entry = Entry.build(Snapshot("internet", 3, 5, "e1"), "app")
+    entry = Entry.build(Snapshot("internet", 3, 5, "e1"), "app", 0)
     assert is_ahead_of(entry, ("e1", 4)) and is_ahead_of(entry, (None, 4))
     assert not is_ahead_of(entry, ("e1", 5)) and not is_ahead_of(entry, (None, 9))
     assert is_ahead_of(entry, ("e0", 9))

@@ -1,0 +1,111 @@
+"""What the virtual users of one load process share: the run's timeline and records,
+the shop's catalog, and an HTTP user that classifies every answer.
+
+Imported only inside Locust (it patches the process with gevent); the judge never
+imports the user modules.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from gevent.lock import Semaphore
+from locust import HttpUser
+
+from service.load.addresses import SourceAddressAdapter, is_loopback_host, next_address
+from service.load.outcomes import Outcome, classify
+from service.load.popularity import Popularity
+from service.load.records import Records
+
+ids = itertools.count(1)
+
+
+class Run:
+    """What the users of this load process share: records, catalog, timeline."""
+
+    records = Records()
+    process_index = 0
+    started_s = time.time()
+    load_s = float("inf")
+    settle_s = 0.0
+    clock_offset_ms = 0.0  # added to local time to get the shop's (Redis) clock
+    bind_sources = False
+    skus: list[str] = []
+    popularity: Popularity | None = None
+    sold_out: set[str] = set()
+    _catalog_lock = Semaphore()
+
+    @classmethod
+    def loading(cls) -> bool:
+        """Whether shoppers may still change carts (afterwards the watchers settle)."""
+        return time.time() < cls.started_s + cls.load_s
+
+    @classmethod
+    def now_ms(cls) -> float:
+        return time.time() * 1000 + cls.clock_offset_ms
+
+    @classmethod
+    def ensure_catalog(cls, user: ShopHttpUser) -> Popularity:
+        """Every SKU the shop lists (GET /api/books, page by page), read once per process."""
+        with cls._catalog_lock:
+            if cls.popularity is None:
+                skus: list[str] = []
+                path: str | None = "/api/books?per_page=1000"
+                while path:
+                    reply = user.call("api books", "GET", path, name="/api/books")
+                    if reply is None:
+                        raise RuntimeError("cannot read the shop's catalog (GET /api/books)")
+                    skus += [row["sku"] for row in reply.json()]
+                    link = reply.headers.get("Link", "")
+                    path = link[1:link.index(">")] if 'rel="next"' in link else None
+                cls.skus = skus
+                cls.popularity = Popularity(skus)
+            return cls.popularity
+
+
+class ShopHttpUser(HttpUser):
+    """A client of the shop over HTTP, from its own source address on loopback."""
+
+    abstract = True
+
+    def on_start(self) -> None:
+        self.rng = random.Random()
+        self.client_id = f"{type(self).__name__}-{Run.process_index}-{next(ids)}"
+        if Run.bind_sources and is_loopback_host(urlsplit(str(self.host)).hostname or ""):
+            self.client.mount("http://", SourceAddressAdapter(next_address(Run.process_index)))
+
+    def call(self, kind: str, method: str, path: str, name: str | None = None,
+             **kwargs: Any) -> Any:
+        """One request, its outcome recorded; a connection that closed before any
+        response byte is retried once, as browsers do, and the retry's outcome counts.
+        Returns the response when it had a status, else None."""
+        for attempt in (1, 2):
+            with self.client.request(method, path, name=name or path, catch_response=True,
+                                     **kwargs) as reply:
+                status = reply.status_code or None
+                outcome = classify(status, reply.headers.get("Retry-After"))
+                if outcome is Outcome.RETRYABLE and attempt == 2:
+                    outcome = Outcome.FAILED
+                instance = reply.headers.get("X-Instance") if status else None
+                Run.records.outcome(kind, outcome, instance)
+                if outcome is Outcome.FAILED:
+                    reply.failure(f"{kind}: HTTP {status or 'connection closed'}")
+                else:
+                    reply.success()
+                if status and "X-Server-Time" in reply.headers:
+                    Run.records.clock_sample(float(reply.headers["X-Server-Time"]),
+                                             time.time() * 1000)
+                if outcome is not Outcome.RETRYABLE:
+                    return reply if status else None
+        return None
+
+
+def deliver(environment: Any, transport: str, lag_ms: float, size: int) -> None:
+    """Report one delivery's lag to Locust as a request of its own ("WS deliver")."""
+    environment.events.request.fire(request_type=transport, name="deliver",
+                                    response_time=max(0.0, lag_ms), response_length=size,
+                                    exception=None, context={})

@@ -1,0 +1,169 @@
+"""`python -m service load`: prepare the shop, run Locust headless, judge, report.
+
+Exit codes: 0 pass, 1 fail (the reason is the last line), 2 bad arguments or a shop
+that cannot be prepared (nothing was changed or loaded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from service.load import judge as judging
+from service.load import report
+from service.load.options import add_slo_flags, parse_duration, slos_from
+from service.load.shop import ShopUnreachable, check, release, state_after
+
+LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
+DEMO_REDIS_URL = "redis://127.0.0.1:6390/0"  # `make demo`'s
+COUNTS = ("shoppers", "ws_watchers", "lp_watchers", "rate_readers")
+DEFAULTS = {"shoppers": 40, "ws_watchers": 100, "lp_watchers": 20, "rate_readers": 4}
+# the master waits this long after the settle for the workers' final records
+FLUSH_S = 3.0
+
+
+class LoadError(RuntimeError):
+    """The run cannot start; the message names the fix (exit code 2)."""
+
+
+def count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value <= 100_000:
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range: 0 to 100000")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default="http://127.0.0.1:8000",
+                        help="the shop (default: `make demo`'s nginx, http://127.0.0.1:8000)")
+    parser.add_argument("--duration", type=parse_duration, default=60.0,
+                        help="how long shoppers change carts, e.g. 30s, 2m (default 60s)")
+    parser.add_argument("--settle", type=parse_duration, default=3.0,
+                        help="how long watchers keep listening after the load (default 3s)")
+    for name in COUNTS:
+        parser.add_argument(f"--{name.replace('_', '-')}", type=count, default=DEFAULTS[name],
+                            metavar="N", help=f"(default {DEFAULTS[name]})")
+    parser.add_argument("--processes", type=int, default=None, metavar="P",
+                        help="load processes on this machine (Locust's --processes; -1: one "
+                             "per core)")
+    parser.add_argument("--out", default="var/load", help="report folder (default var/load)")
+    parser.add_argument("--redis-url", default=os.environ.get("BB_REDIS_URL", DEMO_REDIS_URL),
+                        help="the shop's Redis, for `stock reset` before the load "
+                             "(default BB_REDIS_URL or make demo's)")
+    parser.add_argument("--per-book", type=count, default=None, metavar="N",
+                        help="stock of every book after the reset (default: the catalog's)")
+    parser.add_argument("--no-reset", action="store_true",
+                        help="do not reset the stock first (a shop whose Redis is out of reach)")
+    parser.add_argument("--hold-ttl", type=parse_duration, default=900.0,
+                        help="the shop's BB_HOLD_TTL_S: older holds may have expired "
+                             "(default 15m)")
+    parser.add_argument("--clock-offset-ms", type=float, default=0.0,
+                        help="the shop's clock minus this machine's, for delivery lag "
+                             "(default 0: clocks agree)")
+    parser.add_argument("--no-bind-sources", action="store_true",
+                        help="all users from one address (default: one 127.x.y.z each)")
+    parser.add_argument("--master", action="store_true",
+                        help="run no users here: wait for --expect-workers Locust workers "
+                             "(`python -m service load --worker --master-host HOST` elsewhere)")
+    parser.add_argument("--expect-workers", type=int, default=1, metavar="N")
+    parser.add_argument("--worker", action="store_true", help="be a worker of a master")
+    parser.add_argument("--master-host", default="127.0.0.1")
+    add_slo_flags(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The whole run; returns the exit code."""
+    base = args.url.rstrip("/")
+    target = urlsplit(base)
+    if target.scheme != "http" or not target.hostname:
+        raise LoadError(f"--url {args.url!r} is not an http:// URL of a shop")
+    users = {name: getattr(args, name) for name in COUNTS}
+    if importlib.util.find_spec("locust") is None:
+        raise LoadError("Locust is not installed: run `make venv` (pip install -e '.[load]')")
+    if args.worker:
+        return subprocess.call(locust_command(args, base, users, Path(args.out)))
+    if not sum(users.values()):
+        raise LoadError("every user count is 0: give some --shoppers or watchers")
+    books = check(base)
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("records.json", "summary.json"):
+        (out / stale).unlink(missing_ok=True)
+    if not args.no_reset:
+        reset_stock(args)
+    print(f"load: {sum(users.values())} users {users} against {base} ({books} books) for "
+          f"{args.duration:g}s + {args.settle:g}s settle; reports in {out}", flush=True)
+    started = time.monotonic()
+    code = subprocess.call(locust_command(args, base, users, out))
+    if not (out / "records.json").exists():
+        raise LoadError(f"Locust ended (exit code {code}) without records: see its output above")
+    records = json.loads((out / "records.json").read_text())
+    shop = state_after(base, list(records["holds"]))
+    stats = judging.read_stats(out / "stats_stats.csv")
+    summary = judging.judge(records, stats, shop, slos_from(args), users, args.duration,
+                            int(args.hold_ttl * 1000))
+    summary["released_after"] = release(base, records["holds"], shop.carts)
+    summary["wall_s"] = round(time.monotonic() - started, 1)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print("\n".join(report.lines(summary)))
+    print(f"Released {summary['released_after']} hold(s) the run still had. "
+          f"Reports: {out}/report.html, {out}/summary.json, {out}/stats*.csv")
+    print(f"verdict: {summary['verdict']}: {summary['reason']}", flush=True)
+    return 0 if summary["verdict"] == "pass" else 1
+
+
+def locust_command(args: argparse.Namespace, base: str, users: dict[str, int],
+                   out: Path) -> list[str]:
+    command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--host", base,
+               "--bb-load-s", str(args.duration), "--bb-settle-s", str(args.settle),
+               "--bb-clock-offset-ms", str(args.clock_offset_ms)]
+    command += [arg for name, n in users.items() for arg in (f"--bb-{name.replace('_', '-')}",
+                                                             str(n))]
+    if not args.no_bind_sources:
+        command.append("--bb-bind-sources")
+    if args.worker:
+        return [*command, "--worker", "--master-host", args.master_host]
+    total = sum(users.values())
+    run_time_s = math.ceil(args.duration + args.settle + FLUSH_S)
+    command += ["--headless", "-u", str(total), "-r", str(max(total, 1)),
+                "--run-time", f"{run_time_s}s", "--stop-timeout", "1", "--only-summary",
+                "--csv", str(out / "stats"), "--html", str(out / "report.html"),
+                "--bb-records", str(out / "records.json"), "--loglevel", "WARNING"]
+    if args.processes is not None:
+        command += ["--processes", str(args.processes)]
+    if args.master:
+        command += ["--master", "--expect-workers", str(args.expect_workers)]
+    return command
+
+
+def reset_stock(args: argparse.Namespace) -> None:
+    """`python -m service stock reset`: every hold released, every book's stock set."""
+    command = [sys.executable, "-m", "service", "stock", "reset"]
+    if args.per_book is not None:
+        command += ["--per-book", str(args.per_book)]
+    done = subprocess.run(command, env={**os.environ, "BB_REDIS_URL": args.redis_url},
+                          capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise LoadError(f"could not reset the stock at {args.redis_url}: "
+                        f"{done.stderr.strip() or done.stdout.strip()} (give the shop's "
+                        "--redis-url, or --no-reset)")
+    print(done.stdout.strip(), flush=True)
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        return run(args)
+    except (LoadError, ShopUnreachable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

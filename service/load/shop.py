@@ -1,0 +1,79 @@
+"""What the load tool asks the shop directly, before and after the load (plain HTTP,
+no Locust): is it there, the latest version of every book, the sessions' carts, and the
+release of the holds the run took."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import http.client
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+from urllib.parse import urlencode
+
+from service.load.judge import ShopState
+from service.load.records import ACKED, UNKNOWN
+
+TIMEOUT_S = 10.0
+PARALLEL = 16
+
+
+class ShopUnreachable(RuntimeError):
+    """The shop did not answer as a shop; the message names the fix."""
+
+
+def _get(base: str, path: str) -> tuple[Any, dict[str, str]]:
+    with urllib.request.urlopen(base + path, timeout=TIMEOUT_S) as reply:
+        return json.loads(reply.read()), dict(reply.headers)
+
+
+def check(base: str) -> int:
+    """How many books the shop at `base` lists; ShopUnreachable when it does not answer."""
+    try:
+        _, headers = _get(base, "/api/books?per_page=1")
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
+        raise ShopUnreachable(f"the shop at {base} does not answer GET /api/books ({exc}); "
+                              "start one with `make demo`, or point --url at a running shop"
+                              ) from None
+    return int(headers.get("X-Total-Count", "0"))
+
+
+def state_after(base: str, sessions: list[str]) -> ShopState:
+    """The latest (epoch, version) of every book, and what each session still holds."""
+    latest: dict[str, tuple[str, int]] = {}
+    path: str | None = "/api/books?per_page=1000"
+    server_time_ms = 0
+    while path:
+        rows, headers = _get(base, path)
+        server_time_ms = int(headers.get("X-Server-Time", "0"))
+        latest.update({row["sku"]: (row["epoch"], int(row["version"])) for row in rows})
+        link = headers.get("Link", "")
+        path = link[1:link.index(">")] if 'rel="next"' in link else None
+
+    def cart(session: str) -> tuple[str, set[str]]:
+        body, _ = _get(base, "/api/cart?" + urlencode({"session": session}))
+        return session, {item["sku"] for item in body["items"]}
+
+    with concurrent.futures.ThreadPoolExecutor(PARALLEL) as pool:
+        carts = dict(pool.map(cart, sessions))
+    return ShopState(latest, carts, server_time_ms)
+
+
+def release(base: str, holds: dict[str, dict[str, list[Any]]], carts: dict[str, set[str]]) -> int:
+    """Give back every copy the run's sessions may hold; returns how many they held."""
+    todo = [(session, sku) for session, books in holds.items()
+            for sku, (state, _) in books.items()
+            if state in (ACKED, UNKNOWN) or sku in carts.get(session, set())]
+
+    def remove(item: tuple[str, str]) -> bool:
+        session, sku = item
+        body = urlencode({"session": session, "action": "remove", "sku": sku}).encode()
+        try:
+            with urllib.request.urlopen(base + "/cart", data=body, timeout=TIMEOUT_S) as reply:
+                return reply.status == 200 and sku in carts.get(session, set())
+        except (urllib.error.URLError, OSError, http.client.HTTPException):
+            return False
+
+    with concurrent.futures.ThreadPoolExecutor(PARALLEL) as pool:
+        return sum(pool.map(remove, todo))

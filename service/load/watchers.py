@@ -1,0 +1,137 @@
+"""Watchers: WebSocket and long-poll clients that hold live counts and time deliveries."""
+
+from __future__ import annotations
+
+import json
+import random
+from urllib.parse import urlencode, urlsplit
+
+import gevent
+import websocket
+from locust import User, constant, task
+
+from service.load.addresses import connected_socket, is_loopback_host, next_address
+from service.load.client import Run, ShopHttpUser, deliver, ids
+from service.load.outcomes import Outcome
+from service.load.records import Watcher
+
+WATCHED_SKUS = (1, 8)  # a watcher watches between 1 and 8 books (a page's worth at most)
+
+
+class LongPollWatcher(ShopHttpUser):
+    """Polls /cart/status with `since` cursors the way the page does."""
+
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        super().on_start()
+        popularity = Run.ensure_catalog(self)
+        self.skus = popularity.pick_distinct(self.rng, self.rng.randint(*WATCHED_SKUS))
+        self.watcher = Run.records.watchers[self.client_id] = Watcher("longpoll", self.skus)
+        self.cursors: dict[str, tuple[str, int]] = {}
+        self.failures = 0
+
+    @task
+    def poll(self) -> None:
+        query = [("sku", sku) for sku in self.skus]
+        # the first poll asks for the current state at once (a bare version 0 is behind
+        # every snapshot), as the page does; a poll without `since` would wait for a change
+        query.append(("since", ",".join("{}:{}".format(*self.cursors[s]) if s in self.cursors
+                                        else "0" for s in self.skus)))
+        reply = self.call("lp poll", "GET", "/cart/status?" + urlencode(query),
+                          name="/cart/status", timeout=60)
+        if reply is None or reply.status_code != 200:
+            self.failures += 1
+            gevent.sleep(min(5.0, 0.25 * 2 ** min(self.failures, 5)) * self.rng.random())
+            return
+        self.failures = 0
+        arrived_ms = Run.now_ms()
+        body = reply.json()
+        self.watcher.connected = True
+        self.watcher.instance = reply.headers.get("X-Instance", "")
+        for snapshot in body.get("books", [body]):
+            sku = snapshot["sku"]
+            before = self.cursors.get(sku)
+            news = Run.records.saw(self.client_id, snapshot)
+            self.cursors[sku] = (snapshot["epoch"], int(snapshot["version"]))
+            if news and before is not None and snapshot.get("changedAt"):
+                self.watcher.deliveries += 1
+                deliver(self.environment, "LP", arrived_ms - snapshot["changedAt"],
+                        len(reply.content))
+
+
+class WebSocketWatcher(User):
+    """Watches books over a WebSocket (as the catalog page does) and stays connected,
+    reconnecting with backoff when dropped."""
+
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        self.rng = random.Random()
+        self.client_id = f"{type(self).__name__}-{Run.process_index}-{next(ids)}"
+        popularity = Run.popularity
+        while popularity is None:  # the first HTTP user of the process reads the catalog
+            gevent.sleep(0.05)
+            popularity = Run.popularity
+        self.skus = popularity.pick_distinct(self.rng, self.rng.randint(*WATCHED_SKUS))
+        self.watcher = Run.records.watchers[self.client_id] = Watcher("websocket", self.skus)
+        target = urlsplit(str(self.host))
+        self.address = (next_address(Run.process_index)
+                        if Run.bind_sources and is_loopback_host(target.hostname or "") else None)
+        self.ws: websocket.WebSocket | None = None
+        self.opening: set[str] = set()
+        self.failures = 0
+
+    def connect(self) -> None:
+        target = urlsplit(str(self.host))
+        url = (f"ws://{target.netloc}/cart/status?"
+               + urlencode([("sku", sku) for sku in self.skus]))
+        try:
+            sock = connected_socket(target.hostname or "127.0.0.1", target.port or 80,
+                                    self.address, timeout_s=10)
+            self.ws = websocket.create_connection(url, socket=sock, timeout=10)
+        except (OSError, websocket.WebSocketException) as exc:
+            Run.records.outcome("ws connect", Outcome.FAILED, None)
+            self.failures += 1
+            self.environment.events.request.fire(
+                request_type="WS", name="connect", response_time=0, response_length=0,
+                exception=exc, context={})
+            gevent.sleep(min(10.0, 0.25 * 2 ** min(self.failures, 6)) * self.rng.random())
+            return
+        self.failures = 0
+        self.opening = set(self.skus)
+        self.watcher.connected = True
+        self.ws.settimeout(5)
+
+    @task
+    def listen(self) -> None:
+        if self.ws is None:
+            self.connect()
+            return
+        try:
+            raw = self.ws.recv()
+        except websocket.WebSocketTimeoutException:
+            return
+        except (OSError, websocket.WebSocketException):
+            self.ws = None  # dropped: reconnect (with backoff if that fails)
+            return
+        if not raw:
+            self.ws = None
+            return
+        arrived_ms = Run.now_ms()
+        snapshot = json.loads(raw)
+        sku = snapshot["sku"]
+        if sku in self.opening:  # the snapshot a socket gets on open is not a delivery
+            self.opening.discard(sku)
+            if not self.opening:
+                Run.records.outcome("ws connect", Outcome.OK, snapshot.get("instance"))
+            self.watcher.instance = snapshot.get("instance", "")
+            Run.records.saw(self.client_id, snapshot)
+            return
+        if Run.records.saw(self.client_id, snapshot) and snapshot.get("changedAt"):
+            self.watcher.deliveries += 1
+            deliver(self.environment, "WS", arrived_ms - snapshot["changedAt"], len(raw))
+
+    def on_stop(self) -> None:
+        if self.ws is not None:
+            self.ws.close()
