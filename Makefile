@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint test-unit test-integration test-e2e deps deps-browser screenshots venv bench-fanout bench-seed bench-seed-deps clean
+.PHONY: demo test lint load load-scaling bench-load test-unit test-integration test-e2e deps deps-browser screenshots venv bench-fanout bench-seed bench-seed-deps clean
 
 # The virtualenv is rebuilt whenever pyproject.toml changes.
 venv: $(VENV)/.installed
@@ -51,6 +51,20 @@ screenshots: deps deps-browser venv
 
 bench-fanout: deps venv
 	$(BIN)/python bench/fanout.py $(ARGS)
+
+# Load test of the running `make demo` cluster, with a verdict (service/load/).
+load: venv
+	$(BIN)/python -m service load $(ARGS)
+
+# Cart throughput and delivery lag against 1, 2, 3 instances: docs/load-scaling.png.
+load-scaling: deps venv
+	$(BIN)/python bench/load.py scaling $(ARGS)
+
+# The largest load that still passes (3 instances, 2,000 books), and cart POSTs/s
+# through nginx against a bare handler (wrk).
+bench-load: deps venv
+	scripts/ensure-system-deps.sh wrk
+	$(BIN)/python bench/load.py capacity $(ARGS)
 
 # The chapter's siege benchmark (tweets per second): blocking, async, cached, bare.
 bench-seed-deps:

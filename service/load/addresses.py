@@ -12,8 +12,6 @@ import itertools
 import socket
 from typing import Any
 
-from requests.adapters import HTTPAdapter
-
 _counter = itertools.count()
 
 
@@ -30,16 +28,21 @@ def next_address(process_index: int) -> str:
     return f"127.{16 + process_index % 200}.{(n // 254) % 256}.{n % 254 + 1}"
 
 
-class SourceAddressAdapter(HTTPAdapter):
-    """A requests adapter whose connections leave from `address`."""
+def bind_fast_client(session: Any, host_url: str, address: str) -> None:
+    """Make a Locust FastHttpSession's connections to `host_url` leave from `address`.
 
-    def __init__(self, address: str, **kwargs: Any):
-        self.address = address
-        super().__init__(**kwargs)
+    geventhttpclient has no source-address option; its ConnectionPool documents
+    `_create_tcp_socket` as the socket factory to override, so ours binds the socket
+    before the pool connects it. (tests/integration/test_load.py checks in nginx's log
+    that the addresses arrive.)"""
+    pool = session.client.clientpool.get_client(host_url)._connection_pool
+    make_socket = pool._create_tcp_socket
 
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["source_address"] = (self.address, 0)
-        super().init_poolmanager(*args, **kwargs)
+    def bound_socket(family: int, socktype: int, protocol: int) -> socket.socket:
+        sock: socket.socket = make_socket(family, socktype, protocol)
+        sock.bind((address, 0))
+        return sock
+    pool._create_tcp_socket = bound_socket
 
 
 def connected_socket(host: str, port: int, address: str | None,

@@ -44,6 +44,14 @@ def count(text: str) -> int:
     return value
 
 
+def processes(text: str) -> int:
+    value = count(text) if text != "-1" else -1
+    if value == 0:
+        raise argparse.ArgumentTypeError("0 processes would run nothing: give 1 or more, "
+                                         "or -1 for one per core")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default="http://127.0.0.1:8000",
                         help="the shop (default: `make demo`'s nginx, http://127.0.0.1:8000)")
@@ -54,7 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name in COUNTS:
         parser.add_argument(f"--{name.replace('_', '-')}", type=count, default=DEFAULTS[name],
                             metavar="N", help=f"(default {DEFAULTS[name]})")
-    parser.add_argument("--processes", type=int, default=None, metavar="P",
+    parser.add_argument("--think", type=parse_duration, default=0.9,
+                        help="a shopper's mean think time between actions (uniform from a "
+                             "third to five thirds of it; default 0.9s)")
+    parser.add_argument("--processes", type=processes, default=None, metavar="P",
                         help="load processes on this machine (Locust's --processes; -1: one "
                              "per core)")
     parser.add_argument("--out", default="var/load", help="report folder (default var/load)")
@@ -76,7 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--master", action="store_true",
                         help="run no users here: wait for --expect-workers Locust workers "
                              "(`python -m service load --worker --master-host HOST` elsewhere)")
-    parser.add_argument("--expect-workers", type=int, default=1, metavar="N")
+    parser.add_argument("--expect-workers", type=processes, default=1, metavar="N",
+                        help="with --master: how many workers to wait for (default 1)")
     parser.add_argument("--worker", action="store_true", help="be a worker of a master")
     parser.add_argument("--master-host", default="127.0.0.1")
     add_slo_flags(parser)
@@ -107,7 +119,9 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     code = subprocess.call(locust_command(args, base, users, out))
     if not (out / "records.json").exists():
-        raise LoadError(f"Locust ended (exit code {code}) without records: see its output above")
+        print(f"verdict: fail: Locust ended (exit code {code}) without any records: see its "
+              "output above", flush=True)
+        return 1
     records = json.loads((out / "records.json").read_text())
     shop = state_after(base, list(records["holds"]))
     stats = judging.read_stats(out / "stats_stats.csv")
@@ -127,7 +141,8 @@ def locust_command(args: argparse.Namespace, base: str, users: dict[str, int],
                    out: Path) -> list[str]:
     command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--host", base,
                "--bb-load-s", str(args.duration), "--bb-settle-s", str(args.settle),
-               "--bb-clock-offset-ms", str(args.clock_offset_ms)]
+               "--bb-clock-offset-ms", str(args.clock_offset_ms),
+               "--bb-think-s", str(args.think)]
     command += [arg for name, n in users.items() for arg in (f"--bb-{name.replace('_', '-')}",
                                                              str(n))]
     if not args.no_bind_sources:

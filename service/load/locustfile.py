@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import gevent
-from locust import events
+from locust import between, events
 from locust.runners import MasterRunner, WorkerRunner
 
 from service.load.client import Run
@@ -44,6 +44,8 @@ def _options(parser: Any) -> None:
     group.add_argument("--bb-settle-s", type=float, default=3.0,
                        help="seconds the watchers keep listening after the load")
     group.add_argument("--bb-records", default="", help="where the master writes the records")
+    group.add_argument("--bb-think-s", type=float, default=0.9,
+                       help="a shopper's mean think time, in seconds")
     group.add_argument("--bb-bind-sources", action="store_true",
                        help="give every virtual user its own 127.x.y.z (loopback targets)")
     group.add_argument("--bb-clock-offset-ms", type=float, default=0.0,
@@ -58,8 +60,9 @@ def _init(environment: Any, **_: Any) -> None:
     for name, user_class in USER_CLASSES.items():
         count = getattr(options, f"bb_{name}")
         if count is not None:
-            user_class.fixed_count = count  # type: ignore[attr-defined]
+            user_class.fixed_count = count
     Run.load_s = options.bb_load_s or float("inf")
+    Shopper.wait_time = between(options.bb_think_s / 3, options.bb_think_s * 5 / 3)
     Run.settle_s = options.bb_settle_s
     Run.bind_sources = options.bb_bind_sources
     Run.clock_offset_ms = options.bb_clock_offset_ms

@@ -39,7 +39,7 @@ class LongPollWatcher(ShopHttpUser):
         query.append(("since", ",".join("{}:{}".format(*self.cursors[s]) if s in self.cursors
                                         else "0" for s in self.skus)))
         reply = self.call("lp poll", "GET", "/cart/status?" + urlencode(query),
-                          name="/cart/status", timeout=60)
+                          name="/cart/status")
         if reply is None or reply.status_code != 200:
             self.failures += 1
             gevent.sleep(min(5.0, 0.25 * 2 ** min(self.failures, 5)) * self.rng.random())
@@ -89,7 +89,10 @@ class WebSocketWatcher(User):
         try:
             sock = connected_socket(target.hostname or "127.0.0.1", target.port or 80,
                                     self.address, timeout_s=10)
-            self.ws = websocket.create_connection(url, socket=sock, timeout=10)
+            # frames are ours and JSON: validating their UTF-8 in Python costs the
+            # generator more than parsing them
+            self.ws = websocket.create_connection(url, socket=sock, timeout=10,
+                                                  skip_utf8_validation=True)
         except (OSError, websocket.WebSocketException) as exc:
             Run.records.outcome("ws connect", Outcome.FAILED, None)
             self.failures += 1

@@ -1,89 +1,23 @@
-"""The local cluster as a test fixture: `python -m service up` (supervisord, redis-server,
-the upstream simulator, N instances, nginx; all real processes on free ports), operated
-with `python -m service ctl` and stopped with SIGTERM, which stops everything `up` started.
+"""The local cluster as a test fixture: service.ops.launch.LocalCluster (`python -m
+service up` on free ports, stopped with SIGTERM), with what tests ask of it besides.
 
-Shared by tests/integration/test_deployment.py and the browser tests in tests/e2e.
+Shared by tests/integration and the browser tests in tests/e2e.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import redis as redis_sync
 
-from service.ops import probes
+from service.ops.launch import LocalCluster
 from service.ops.probes import process_alive
+from service.paths import ROOT
 from service.web import sessions
 
-ROOT = Path(__file__).resolve().parents[2]
-UP_TIMEOUT_S = 90
+__all__ = ["ROOT", "Deployment", "alive"]
 
 
-class Deployment:
-    """One `python -m service up` on free ports, with its var/ folder in `var_dir`."""
-
-    def __init__(self, var_dir: Path, instances: int = 3, env: dict[str, str] | None = None):
-        self.var_dir = var_dir
-        self.http_port = probes.free_port()
-        self.first_app_port = free_run(instances)
-        self.redis_port = probes.free_port()
-        self.upstream_port = probes.free_port()
-        self.instances = instances
-        self.env = {"BB_DRAIN_S": "5", **(env or {})}
-        self.proc: subprocess.Popen | None = None
-        self.output = var_dir.parent / "up.out"
-
-    @property
-    def base(self) -> str:
-        """nginx's URL."""
-        return f"http://127.0.0.1:{self.http_port}"
-
-    @property
-    def apps(self) -> dict[str, int]:
-        """Instance name -> its own port: app-1 on first_app_port, app-2 on the next, …"""
-        return {f"app-{i + 1}": self.first_app_port + i for i in range(self.instances)}
-
-    def app_base(self, name: str) -> str:
-        """An instance's own URL, bypassing nginx."""
-        return f"http://127.0.0.1:{self.apps[name]}"
-
-    def start(self) -> None:
-        self.var_dir.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.output, "wb") as out:  # the child keeps its own copy
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "service", "up", "--instances", str(self.instances),
-                 "--http-port", str(self.http_port), "--first-port", str(self.first_app_port),
-                 "--redis-port", str(self.redis_port), "--upstream-port", str(self.upstream_port),
-                 "--var-dir", str(self.var_dir)],
-                cwd=ROOT, env={**os.environ, **self.env}, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + UP_TIMEOUT_S
-        while b"is up" not in self.output.read_bytes():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"`up` did not come up:\n{self.output.read_text()}")
-            time.sleep(0.2)
-
-    def ctl(self, *args: str, timeout_s: float = 90) -> str:
-        result = subprocess.run([sys.executable, "-m", "service", "ctl", *args, "--var-dir",
-                                 str(self.var_dir)], cwd=ROOT, capture_output=True, text=True,
-                                timeout=timeout_s)
-        assert result.returncode == 0, result.stdout + result.stderr
-        return result.stdout
-
-    def pids(self) -> dict[str, int]:
-        """Every process supervisord runs, from `ctl status`."""
-        rows = self.ctl("status").splitlines()[1:]
-        return {row.split()[0]: int(row.split()[2]) for row in rows if row.split()[2] != "-"}
-
-    def stop(self) -> int:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=90)
+class Deployment(LocalCluster):
+    """A LocalCluster a test can reach into: its Redis, and sessions it signs itself."""
 
     def redis(self) -> redis_sync.Redis:
         return redis_sync.Redis(host="127.0.0.1", port=self.redis_port, socket_timeout=5)
@@ -91,15 +25,6 @@ class Deployment:
     def session(self) -> tuple[str, str]:
         """A session as the shop would issue it (the cluster's shared secret signs it)."""
         return sessions.new_token((self.var_dir / "cookie_secret").read_text().strip())
-
-
-def free_run(count: int) -> int:
-    """The first of `count` consecutive free ports."""
-    for _ in range(50):
-        first = probes.free_port()
-        if first + count < 65535 and all(probes.port_is_free(first + i) for i in range(count)):
-            return first
-    raise RuntimeError("no run of free ports")
 
 
 # whether a process runs (a zombie does not): the same check `up` makes
