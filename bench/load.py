@@ -1,8 +1,8 @@
 """Load benchmarks on the load tool (`python -m service load`), against real clusters of
 `python -m service up` with a generated 2,000-book catalog, on free 127.0.0.1 ports.
 
-    .venv/bin/python bench/load.py capacity [--duration 20s]   (make bench-load)
-    .venv/bin/python bench/load.py scaling  [--duration 15s]   (make load-scaling)
+    .venv/bin/python bench/load.py capacity [--duration 30]   (make bench-load)
+    .venv/bin/python bench/load.py scaling  [--duration 15]   (make load-scaling)
 
 capacity: 3 instances. Steps of growing load (shoppers with the default 0.9 s mean think
 time, WebSocket and long-poll watchers), each judged with --slo-cart-p99-ms 100 and
@@ -14,8 +14,8 @@ nginx (add/remove over 2,000 books) with GETs/s of a bare Tornado handler
 (bench/bare_server.py) in the same run.
 
 scaling: the same saturating load (shoppers without think time, two load processes)
-against 1, 2 and 3 instances; draws cart POSTs/s and WebSocket delivery lag p99 against instances into
-docs/load-scaling.png.
+against 1, 2 and 3 instances; draws cart POSTs/s and WebSocket delivery lag p99 against
+instances into docs/load-scaling.png.
 
 Both replace their section of BENCHMARKS.md (unless --no-write). Every process started is
 stopped by PID.
@@ -137,7 +137,7 @@ def cart_vs_bare(cluster: LocalCluster, work: Path) -> dict:
     """wrk: cart POSTs/s through nginx against GETs/s of a bare Tornado handler."""
     page = urllib.request.urlopen(cluster.base + "/", timeout=10).read().decode()
     token = urllib.parse.quote(SESSION_FIELD.search(page).group(1), safe="")
-    books = json.load(urllib.request.urlopen(cluster.base + "/api/books?per_page=1000",
+    books = json.load(urllib.request.urlopen(cluster.base + "/api/books?per_page=200",
                                              timeout=10))
     script = work / "cart.lua"
     script.write_text(WRK_SCRIPT % (token, ",".join(f'"{b["sku"]}"' for b in books)))
@@ -276,10 +276,10 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("mode", choices=["capacity", "scaling"])
     parser.add_argument("--duration", type=float, default=None,
-                        help="seconds of load per run (capacity 20, scaling 15)")
+                        help="seconds of load per run (capacity 30, scaling 15)")
     parser.add_argument("--no-write", action="store_true", help="do not touch BENCHMARKS.md")
     args = parser.parse_args()
-    args.duration = args.duration or (20.0 if args.mode == "capacity" else 15.0)
+    args.duration = args.duration or (30.0 if args.mode == "capacity" else 15.0)
     if args.mode == "capacity" and shutil.which("wrk") is None:
         log("wrk not found: run `apt-get install wrk` (or `make bench-load`, which does)")
         return 2

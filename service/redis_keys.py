@@ -49,7 +49,8 @@ def sku_keys(sku: str) -> list[str]:
 
 # Sorted set: SKU -> the earliest expiry (ms) of its holds, or earlier. Lets the sweeper
 # visit only the books with holds due; kept beside the scripts (not inside them, as it
-# has no hash tag of the book's), so a slow full sweep repairs what it may miss.
+# has no hash tag of the book's), so the sweeper's round-robin pass over the catalog
+# repairs what it may miss.
 HOLD_EXPIRIES_KEY = f"{KEY_PREFIX}:hold-expiries"
 
 

@@ -35,9 +35,6 @@ log = logging.getLogger(__name__)
 
 # background tasks get this long to finish after cancellation before we stop waiting
 TASK_STOP_TIMEOUT_S = 2.0
-# The safety net under the sweeper's index of due holds (see redis_keys.HOLD_EXPIRIES_KEY):
-# a hold whose index entry was lost expires at most this much late.
-FULL_SWEEP_INTERVAL_S = 30.0
 # Longer than nginx's upstream keepalive_timeout (2 s, nginx/*.conf and ops/render.py).
 KEEPALIVE_GRACE_S = 3.0
 
@@ -105,7 +102,6 @@ def background_tasks(services: Services) -> list[asyncio.Task[None]]:
     loops = {
         "inventory-feed": services.feed.run(),
         "hold-sweeper": every(config.sweep_interval_s, services.store.sweep, log, "hold sweeper"),
-        "full-sweep": every(FULL_SWEEP_INTERVAL_S, services.store.sweep_all, log, "full sweep"),
         "socket-keepalive": every(KEEPALIVE_INTERVAL_S, keep_sockets_alive(services.hub), log,
                                   "socket keep-alive"),
         "heartbeat": every(HEARTBEAT_INTERVAL_S, beat, log, "heartbeat"),

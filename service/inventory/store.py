@@ -25,6 +25,9 @@ from service.inventory.snapshot import (
 CHUNK = 500
 # the sweeper's fast path visits at most this many books with holds due per round
 SWEEP_BATCH = 500
+# books the sweeper also visits each round, round robin over the catalog (the safety net
+# under the index): at 0.5 s a round, a 2,000-book catalog comes round every 20 s
+SLICE_BOOKS = 50
 # how much earlier than a new hold's expiry (as this instance estimates the Redis clock)
 # the sweeper's index says it is due: covers the estimate's error
 INDEX_EARLY_MS = 1000
@@ -49,6 +52,7 @@ class InventoryStore:
         self.catalog = catalog
         self.hold_ttl_ms = int(hold_ttl_s * 1000)
         self.clock = clock or RedisClock()
+        self._slice_start = 0  # where the sweeper's next slice of the catalog begins
         self._add = redis.register_script(scripts.ADD)
         self._remove = redis.register_script(scripts.REMOVE)
         self._set_stock = redis.register_script(scripts.SET_STOCK)
@@ -200,20 +204,31 @@ class InventoryStore:
         return book.stock if book is not None else -1
 
     async def sweep(self) -> int:
-        """Drop the expired holds of the books whose holds are due (the index) and
-        publish their new counts; returns how many holds expired."""
+        """Drop the expired holds of the books whose holds are due (the index), and of
+        the next slice of the catalog; publish their new counts. Returns how many holds
+        expired."""
         now_ms = self.clock.now_ms()
         due = [_text(sku) for sku in await self.redis.zrangebyscore(
             redis_keys.HOLD_EXPIRIES_KEY, "-inf", now_ms, start=0, num=SWEEP_BATCH)]
-        return await self._sweep_books([sku for sku in due if sku in self.catalog], exact=True)
+        expired = await self._sweep_books([sku for sku in due if sku in self.catalog],
+                                          exact=True)
+        return expired + await self.sweep_next_slice()
+
+    async def sweep_next_slice(self, books: int = SLICE_BOOKS) -> int:
+        """Sweep the next `books` of the catalog, round robin: the safety net under the
+        index (a hold whose index entry was lost, by an instance that died between the
+        two, expires within one round of the catalog). A slice per sweep keeps the cost
+        even: a whole catalog at once would stall the instance and Redis for a moment."""
+        skus = self.catalog.skus
+        start = self._slice_start % len(skus)
+        group = skus[start:start + books]
+        self._slice_start = start + len(group)
+        return await self._sweep_books(group, exact=False)
 
     async def sweep_all(self) -> int:
-        """Sweep every book (slowly, as a safety net): repairs the index where a hold was
-        added but its index entry lost (an instance that died between the two)."""
-        expired = 0
-        for group in chunks(self.catalog.skus):
-            expired += await self._sweep_books(group, exact=False)
-        return expired
+        """Sweep every book now, a slice at a time (tests and tools)."""
+        return sum([await self.sweep_next_slice(CHUNK) for _ in range(0, len(self.catalog.skus),
+                                                                      CHUNK)])
 
     async def _sweep_books(self, skus: Sequence[str], exact: bool) -> int:
         if not skus:

@@ -20,6 +20,7 @@ from service.load.addresses import bind_fast_client, is_loopback_host, next_addr
 from service.load.outcomes import Outcome, classify
 from service.load.popularity import Popularity
 from service.load.records import Records
+from service.load.shop import all_books
 
 ids = itertools.count(1)
 
@@ -49,21 +50,14 @@ class Run:
         return time.time() * 1000 + cls.clock_offset_ms
 
     @classmethod
-    def ensure_catalog(cls, user: ShopHttpUser) -> Popularity:
-        """Every SKU the shop lists (GET /api/books, page by page), read once per process."""
+    def catalog(cls, host: str) -> Popularity:
+        """Every SKU the shop lists, read once per process: at the test's start, before
+        any user (and outside the figures), or by the first user that needs it."""
         with cls._catalog_lock:
             if cls.popularity is None:
-                skus: list[str] = []
-                path: str | None = "/api/books?per_page=1000"
-                while path:
-                    reply = user.call("api books", "GET", path, name="/api/books")
-                    if reply is None:
-                        raise RuntimeError("cannot read the shop's catalog (GET /api/books)")
-                    skus += [row["sku"] for row in reply.json()]
-                    link = reply.headers.get("Link", "")
-                    path = link[1:link.index(">")] if 'rel="next"' in link else None
-                cls.skus = skus
-                cls.popularity = Popularity(skus)
+                books, _ = all_books(host.rstrip("/"))
+                cls.skus = [book["sku"] for book in books]
+                cls.popularity = Popularity(cls.skus)
             return cls.popularity
 
 

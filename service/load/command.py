@@ -153,6 +153,9 @@ def locust_command(args: argparse.Namespace, base: str, users: dict[str, int],
     run_time_s = math.ceil(args.duration + args.settle + FLUSH_S)
     command += ["--headless", "-u", str(total), "-r", str(max(total, 1)),
                 "--run-time", f"{run_time_s}s", "--stop-timeout", "1", "--only-summary",
+                # the figures start once every user has started: the spawn burst (every
+                # session, page and socket opened in the same second) is not steady state
+                "--reset-stats",
                 "--csv", str(out / "stats"), "--html", str(out / "report.html"),
                 "--bb-records", str(out / "records.json"), "--loglevel", "WARNING"]
     if args.processes is not None:

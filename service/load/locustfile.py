@@ -79,8 +79,10 @@ def _init(environment: Any, **_: Any) -> None:
 
 @events.test_start.add_listener
 def _started(environment: Any, **_: Any) -> None:
-    Run.started_s = time.time()
     runner = environment.runner
+    if not isinstance(runner, MasterRunner) and environment.host:
+        Run.catalog(environment.host)  # before any user starts: not in the figures
+    Run.started_s = time.time()
     if not isinstance(runner, MasterRunner):
         gevent.spawn(_send_records, runner)
     if not isinstance(runner, WorkerRunner):

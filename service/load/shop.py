@@ -17,6 +17,7 @@ from service.load.records import ACKED, UNKNOWN
 
 TIMEOUT_S = 10.0
 PARALLEL = 16
+PAGE = 200  # books per /api/books page (the shop's most)
 
 
 class ShopUnreachable(RuntimeError):
@@ -39,17 +40,24 @@ def check(base: str) -> int:
     return int(headers.get("X-Total-Count", "0"))
 
 
-def state_after(base: str, sessions: list[str]) -> ShopState:
-    """The latest (epoch, version) of every book, and what each session still holds."""
-    latest: dict[str, tuple[str, int]] = {}
-    path: str | None = "/api/books?per_page=1000"
+def all_books(base: str) -> tuple[list[dict[str, Any]], int]:
+    """Every book the shop lists (GET /api/books, page after page), and the shop's clock."""
+    books: list[dict[str, Any]] = []
+    path: str | None = f"/api/books?per_page={PAGE}"
     server_time_ms = 0
     while path:
         rows, headers = _get(base, path)
         server_time_ms = int(headers.get("X-Server-Time", "0"))
-        latest.update({row["sku"]: (row["epoch"], int(row["version"])) for row in rows})
+        books += rows
         link = headers.get("Link", "")
         path = link[1:link.index(">")] if 'rel="next"' in link else None
+    return books, server_time_ms
+
+
+def state_after(base: str, sessions: list[str]) -> ShopState:
+    """The latest (epoch, version) of every book, and what each session still holds."""
+    books, server_time_ms = all_books(base)
+    latest = {row["sku"]: (row["epoch"], int(row["version"])) for row in books}
 
     def cart(session: str) -> tuple[str, set[str]]:
         body, _ = _get(base, "/api/cart?" + urlencode({"session": session}))

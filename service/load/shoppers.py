@@ -27,7 +27,7 @@ class Shopper(ShopHttpUser):
 
     def on_start(self) -> None:
         super().on_start()
-        self.popularity = Run.ensure_catalog(self)
+        self.popularity = Run.catalog(str(self.host))
         self.session = ""
         self.held: set[str] = set()
         self.open_book(self.popularity.pick(self.rng))

@@ -25,7 +25,7 @@ class LongPollWatcher(ShopHttpUser):
 
     def on_start(self) -> None:
         super().on_start()
-        popularity = Run.ensure_catalog(self)
+        popularity = Run.catalog(str(self.host))
         self.skus = popularity.pick_distinct(self.rng, self.rng.randint(*WATCHED_SKUS))
         self.watcher = Run.records.watchers[self.client_id] = Watcher("longpoll", self.skus)
         self.cursors: dict[str, tuple[str, int]] = {}
@@ -69,10 +69,7 @@ class WebSocketWatcher(User):
     def on_start(self) -> None:
         self.rng = random.Random()
         self.client_id = f"{type(self).__name__}-{Run.process_index}-{next(ids)}"
-        popularity = Run.popularity
-        while popularity is None:  # the first HTTP user of the process reads the catalog
-            gevent.sleep(0.05)
-            popularity = Run.popularity
+        popularity = Run.catalog(str(self.host))
         self.skus = popularity.pick_distinct(self.rng, self.rng.randint(*WATCHED_SKUS))
         self.watcher = Run.records.watchers[self.client_id] = Watcher("websocket", self.skus)
         target = urlsplit(str(self.host))

@@ -1,0 +1,80 @@
+"""The interface the load tool relies on, through the real app on fakeredis: changedAt and
+serverTime on every snapshot, GET /api/cart, and /api/books in pages."""
+
+import json
+from urllib.parse import urlencode
+
+import pytest
+from tornado.httpclient import AsyncHTTPClient
+
+from service.live import Entry
+from service.web import sessions
+
+pytestmark = pytest.mark.timeout(20)
+
+
+@pytest.fixture
+async def shop(start_app):
+    app = await start_app()
+    store = app.services.store
+    await store.seed()
+    for snapshot in await store.snapshots(store.catalog.skus):
+        app.services.hub.apply(snapshot)
+    client = AsyncHTTPClient(force_instance=True)
+
+    async def call(path, method="GET", body=None, cookie=None):
+        headers = {"Cookie": f"{sessions.SESSION_NAME}={cookie}"} if cookie else {}
+        reply = await client.fetch(app.base + path, method=method, body=body, headers=headers,
+                                   raise_error=False)
+        return reply.code, json.loads(reply.body) if reply.body else None, reply.headers
+
+    token = sessions.new_token(app.services.config.cookie_secret)[1]
+    yield app, call, token
+    client.close()
+
+
+async def test_a_cart_change_carries_its_time_and_the_servers(shop):
+    _, call, token = shop
+    code, body, headers = await call("/cart", "POST", urlencode(
+        {"session": token, "action": "add", "sku": "redis"}))
+    assert code == 200, body
+    assert 0 <= body["serverTime"] - body["changedAt"] < 1000
+    assert int(headers["X-Server-Time"]) >= body["changedAt"] - 1000
+    # the long-poll and the catalog answer the same change, with its time
+    code, polled, _ = await call("/cart/status?sku=redis&since=0")
+    assert (polled["version"], polled["changedAt"]) == (body["version"], body["changedAt"])
+    assert polled["serverTime"] >= polled["changedAt"]
+    code, rows, _ = await call("/api/books?sku=redis")
+    assert rows[0]["changedAt"] == body["changedAt"]
+
+
+async def test_api_cart_lists_the_sessions_holds(shop):
+    _, call, token = shop
+    for sku in ("redis", "async"):
+        await call("/cart", "POST", urlencode({"session": token, "action": "add", "sku": sku}))
+    code, body, _ = await call("/api/cart?" + urlencode({"session": token}))
+    assert code == 200 and body["session"] == token
+    assert sorted(item["sku"] for item in body["items"]) == ["async", "redis"]
+    assert all(item["expiresAt"] > body["serverTime"] for item in body["items"])
+    assert (await call("/api/cart", cookie=token))[1]["items"] == body["items"]  # the cookie
+    assert (await call("/api/cart"))[0] == 400
+    assert (await call("/api/cart?session=forged"))[0] == 403
+
+
+async def test_api_books_pages_through_the_catalog(shop):
+    app, call, _ = shop
+    code, rows, headers = await call("/api/books?per_page=3")
+    assert code == 200 and [r["sku"] for r in rows] == list(app.services.catalog.skus[:3])
+    assert headers["X-Total-Count"] == "4" and 'rel="next"' in headers["Link"]
+    code, rows, headers = await call("/api/books?page=2&per_page=3")
+    assert [r["sku"] for r in rows] == ["async"] and "Link" not in headers
+    for bad in ("page=0", "per_page=1001", "page=x", "per_page=%C2%B2"):
+        assert (await call(f"/api/books?{bad}"))[0] == 400, bad
+
+
+async def test_a_sockets_opening_frame_is_stamped_when_it_is_sent(shop):
+    app, _, _ = shop
+    entry: Entry = app.services.hub.current("internet")
+    frame = entry.frame_at(123)
+    header = 4 if frame[1] == 126 else 2  # a 16-bit length follows 126
+    assert json.loads(frame[header:])["serverTime"] == 123
