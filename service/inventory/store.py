@@ -28,9 +28,6 @@ SWEEP_BATCH = 500
 # books the sweeper also visits each round, round robin over the catalog (the safety net
 # under the index): at 0.5 s a round, a 2,000-book catalog comes round every 20 s
 SLICE_BOOKS = 50
-# how much earlier than a new hold's expiry (as this instance estimates the Redis clock)
-# the sweeper's index says it is due: covers the estimate's error
-INDEX_EARLY_MS = 1000
 
 
 def _text(value: Any) -> str:
@@ -142,15 +139,13 @@ class InventoryStore:
 
     async def add(self, sku: str, session_id: str) -> CartResult:
         """Hold one copy for the session (idempotent). Raises SoldOut, UnknownSku."""
-        # The sweeper's index (see redis_keys) goes in the same round trip. It may only
-        # move earlier (LT), and errs early: a sweep that comes too soon sets it right.
-        due_ms = self.clock.now_ms() + self.hold_ttl_ms - INDEX_EARLY_MS
-        async with self.redis.pipeline(transaction=False) as pipe:
-            await self._add(keys=redis_keys.sku_keys(self._known(sku)), client=pipe,
-                            args=self._args(sku, session_id, self.hold_ttl_ms))
-            pipe.zadd(redis_keys.HOLD_EXPIRIES_KEY, {sku: due_ms}, lt=True)
-            row, _ = await pipe.execute()
-        return self._result(sku, row)
+        row = await self._add(keys=redis_keys.sku_keys(self._known(sku)),
+                              args=self._args(sku, session_id, self.hold_ttl_ms))
+        result = self._result(sku, row)
+        # The sweeper's index (see redis_keys), only once the hold exists: a refused add
+        # changes nothing. It may only move earlier (LT).
+        await self.redis.zadd(redis_keys.HOLD_EXPIRIES_KEY, {sku: result.expires_at_ms}, lt=True)
+        return result
 
     async def remove(self, sku: str, session_id: str) -> CartResult:
         """Release the session's copy, if it holds one (idempotent)."""

@@ -123,7 +123,8 @@ async def test_lost_subscription_resyncs_and_pushes_the_missed_change(cluster, s
     # PUBLISH of this change reaches nobody
     pipe = cluster.redis().pipeline(transaction=True)
     pipe.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
-    pipe.eval(_SET_STOCK, 4, *keys.sku_keys(FEATURED), keys.INVENTORY_CHANNEL, FEATURED, 7)
+    sku_keys = keys.sku_keys(FEATURED)
+    pipe.eval(_SET_STOCK, len(sku_keys), *sku_keys, keys.INVENTORY_CHANNEL, FEATURED, 7)
     killed, result = await asyncio.to_thread(pipe.execute)
     assert killed >= 2, killed
     assert result[0] == b"ok" and result[1] == 7, result
