@@ -70,11 +70,13 @@ class ShopMixin(_Handler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = kwargs.get("exc_info", (None, None, None))[1]
+        code = HTTPStatus(status_code).phrase.lower().replace(" ", "_")
+        message, extra = HTTPStatus(status_code).description or code, {}
         if isinstance(error, ApiError):
             code, message, extra = error.code, error.message, error.extra
-        else:
-            code = HTTPStatus(status_code).phrase.lower().replace(" ", "_")
-            message, extra = HTTPStatus(status_code).description or code, {}
+        elif isinstance(error, tornado.web.HTTPError) and error.log_message and status_code < 500:
+            # Tornado's own refusals say what was wrong (e.g. "Invalid unicode in sku")
+            message = error.log_message % error.args if error.args else error.log_message
         self.error_code = code
         if status_code == 503:
             self.set_header("Retry-After", "1")

@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 import json
+import re
 
 from service.inventory import SoldOut, UnknownSku
 from service.web import sessions
 from service.web.base import BaseHandler
 from service.web.errors import ApiError, unknown_sku
+
+# One leading "/", then neither "/" nor "\" (browsers read both as "//host", another
+# site), and no control character (CR/LF would split the Location header).
+_SAME_SITE_PATH = re.compile(r"/(?![/\\])[^\x00-\x1f\x7f\\]*")
+MAX_NEXT_CHARS = 2000
+
+
+def is_same_site_path(path: str) -> bool:
+    """Whether `next` is a path on this site that a Location header can carry."""
+    if len(path) > MAX_NEXT_CHARS or not _SAME_SITE_PATH.fullmatch(path):
+        return False
+    try:
+        path.encode("utf-8")  # a lone surrogate (from JSON's \ud800) cannot be sent
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def checked_session(secret: str, token: str | None) -> str:
@@ -57,8 +74,7 @@ class CartHandler(BaseHandler):
         self.action = action
         sku = fields.get("sku") or self.services.catalog.featured
         next_path = fields.get("next")
-        if next_path is not None and not (next_path.startswith("/")
-                                          and not next_path.startswith("//")):
+        if next_path is not None and not is_same_site_path(next_path):
             raise ApiError(400, "bad_next",
                            "next must be a path on this site, like /books/internet")
         store = self.services.store
@@ -86,7 +102,7 @@ class CartHandler(BaseHandler):
         if content_type.startswith("application/json"):
             try:
                 body = json.loads(self.request.body or b"null")
-            except ValueError:
+            except (ValueError, RecursionError):  # too deep for the parser is not JSON to us
                 raise ApiError(400, "bad_json", "the body is not valid JSON") from None
             if not isinstance(body, dict) or not all(isinstance(v, str) for v in body.values()):
                 raise ApiError(400, "bad_json", "the JSON body must be an object of strings")

@@ -19,11 +19,20 @@ def parse_cursors(raw: str | None, count: int) -> list[Cursor] | None:
     cursors = []
     for token in tokens:
         epoch, _, version = token.rpartition(":")
-        if not version.isdigit() or len(version) > 15 or len(epoch) > 64:
+        # isdigit alone would take "²" and other digits int() cannot read
+        if not (version.isascii() and version.isdigit()) or len(version) > 15 or len(epoch) > 64:
             raise ApiError(400, "bad_since", f"bad cursor {token[:80]!r}: expected epoch:version "
                            "(e.g. 3f2a9c1d:17) or a bare version number")
         cursors.append((epoch or None, int(version)))
     return cursors
+
+
+def is_behind(entry: Entry, cursor: Cursor) -> bool:
+    """Whether `entry` is older, within the same epoch, than what the client has seen (it
+    saw a newer version through another instance). A bare version counts as this epoch's."""
+    epoch, version = cursor
+    snapshot = entry.snapshot
+    return (epoch is None or epoch == snapshot.epoch) and snapshot.version < version
 
 
 def is_ahead_of(entry: Entry, cursor: Cursor) -> bool:

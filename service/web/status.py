@@ -8,7 +8,8 @@ import random
 
 from service.live import Entry, with_server_time
 from service.web.base import BaseHandler
-from service.web.cursors import is_ahead_of, parse_cursors
+from service.web.cursors import Cursor, is_ahead_of, is_behind, parse_cursors
+from service.web.errors import ApiError
 
 
 class StatusPollHandler(BaseHandler):
@@ -23,6 +24,8 @@ class StatusPollHandler(BaseHandler):
         skus = self.requested_skus()
         cursors = parse_cursors(self.get_query_argument("since", None), len(skus))
         entries = self.current_entries(skus)
+        if cursors is not None and any(map(is_behind, entries, cursors)):
+            entries = await self._catch_up(skus, entries, cursors)
         seen_all = cursors is None or not any(map(is_ahead_of, entries, cursors))
         if seen_all and not self.services.draining:
             waiter = self._waiter = self.services.hub.wait(skus)
@@ -33,6 +36,10 @@ class StatusPollHandler(BaseHandler):
                 return
             waiter.cancel()
             entries = self.current_entries(skus)
+        if cursors is not None and any(map(is_behind, entries, cursors)):
+            # never an answer older than what the client has seen (its count would go back)
+            raise ApiError(503, "behind", "this instance has not caught up with the version "
+                           "you have seen; retry shortly")
         now_ms = self.services.store.clock.now_ms()
         if len(entries) == 1:
             self.write_json(with_server_time(entries[0].payload, now_ms))
@@ -40,6 +47,16 @@ class StatusPollHandler(BaseHandler):
             instance = json.dumps(self.services.config.instance_id).encode()
             self.write_json(with_server_time(b'{"books":[' + b",".join(e.payload for e in entries)
                                              + b'],"instance":' + instance + b"}", now_ms))
+
+    async def _catch_up(self, skus: list[str], entries: list[Entry],
+                        cursors: list[Cursor]) -> list[Entry]:
+        """This instance is behind the client (its subscription lags, or was just lost):
+        read the books it is behind on from Redis, the truth, and take them."""
+        behind = [sku for sku, entry, cursor in zip(skus, entries, cursors)
+                  if is_behind(entry, cursor)]
+        for snapshot in await self.services.store.snapshots(behind):
+            self.services.hub.apply(snapshot)
+        return self.current_entries(skus)
 
     def on_connection_close(self) -> None:
         if self._waiter is not None:

@@ -36,8 +36,9 @@ async def start_app():
     everything it started is stopped after the test."""
     started: list[RunningApp] = []
 
-    async def start(search_source: Source | None = None) -> RunningApp:
-        config = Config.from_env({"BB_COOKIE_SECRET": "x" * 32, "BB_INSTANCE_ID": "unit"})
+    async def start(search_source: Source | None = None, **env: str) -> RunningApp:
+        config = Config.from_env({"BB_COOKIE_SECRET": "x" * 32, "BB_INSTANCE_ID": "unit",
+                                  **env})
         catalog = Catalog.load(config.catalog_path)
         redis_server = fakeredis.FakeServer()
         redis = fakeredis.FakeAsyncRedis(server=redis_server)

@@ -78,3 +78,29 @@ async def test_a_sockets_opening_frame_is_stamped_when_it_is_sent(shop):
     frame = entry.frame_at(123)
     header = 4 if frame[1] == 126 else 2  # a 16-bit length follows 126
     assert json.loads(frame[header:])["serverTime"] == 123
+
+
+async def test_a_long_poll_never_answers_older_than_its_cursor(start_app):
+    app = await start_app(BB_LONGPOLL_TIMEOUT_S="0.3")
+    store, hub = app.services.store, app.services.hub
+    await store.seed()
+    for snapshot in await store.snapshots(store.catalog.skus):
+        hub.apply(snapshot)
+    old = hub.current("internet").snapshot
+    # a change this instance's hub has not heard of (its subscription lags): the client
+    # saw the new version through another instance
+    new = await store.set_stock("internet", 9)
+    assert hub.current("internet").snapshot == old
+    client = AsyncHTTPClient(force_instance=True)
+    try:
+        reply = await client.fetch(f"{app.base}/cart/status?sku=internet"
+                                   f"&since={new.epoch}:{new.version}", raise_error=False)
+        body = json.loads(reply.body)
+        assert reply.code == 200 and body["version"] == new.version, body  # not the old one
+        assert hub.current("internet").snapshot.version == new.version  # and it caught up
+        # a cursor ahead of Redis itself (made up): no older answer, a 503 to retry
+        reply = await client.fetch(f"{app.base}/cart/status?sku=internet"
+                                   f"&since={new.epoch}:{new.version + 5}", raise_error=False)
+        assert reply.code == 503 and json.loads(reply.body)["error"] == "behind"
+    finally:
+        client.close()
