@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
@@ -235,3 +236,33 @@ def test_a_second_up_or_a_taken_port_gives_a_clear_error(deployment, tmp_path):
          "--http-port", str(deployment.http_port)],
         cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert taken.returncode == 2 and f"nginx {deployment.http_port}" in taken.stderr
+
+
+@pytest.mark.timeout(60)
+async def test_restarting_nginx_with_sockets_open_is_quick_and_leaves_no_worker(deployment):
+    before = nginx_pids(deployment)
+    sockets = [await open_socket(deployment) for _ in range(3)]  # they would hold a stop
+    started = time.monotonic()
+    await asyncio.to_thread(deployment.ctl, "restart", "nginx")
+    assert time.monotonic() - started < 5, "nginx took too long to stop"
+    for socket, _ in sockets:  # closed by worker_shutdown_timeout, not left open
+        assert await asyncio.wait_for(socket.read_message(), 5) is None
+    assert not [pid for pid in before if alive(pid)], "an old nginx process outlived it"
+    socket, first = await open_socket(deployment)  # and the new nginx serves
+    assert first["sku"] == SKU
+    socket.close()
+
+
+def nginx_pids(deployment: Deployment) -> list[int]:
+    """nginx's master (from `ctl status`) and its workers (from /proc)."""
+    master = deployment.pids()["nginx"]
+    children = [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()
+                and _parent(entry) == master]
+    return [master, *children]
+
+
+def _parent(entry: Path) -> int:
+    try:
+        return int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
