@@ -29,7 +29,7 @@ from service.search import SearchCache, Upstream
 from service.web.app import make_app
 from service.web.limits import SERVER_MAX_BODY_BYTES
 from service.web.services import Services
-from service.web.sockets import GOING_AWAY, KEEPALIVE_INTERVAL_S, ping_sockets
+from service.web.sockets import GOING_AWAY, KEEPALIVE_INTERVAL_S, ping_sockets, send_heartbeats
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,8 @@ def background_tasks(services: Services) -> list[asyncio.Task[None]]:
         "socket-keepalive": every(KEEPALIVE_INTERVAL_S, keep_sockets_alive(services.hub), log,
                                   "socket keep-alive"),
         "heartbeat": every(HEARTBEAT_INTERVAL_S, beat, log, "heartbeat"),
+        "socket-heartbeats": every(config.heartbeat_s, socket_heartbeats(services), log,
+                                   "socket heartbeats"),
     }
     return [asyncio.create_task(loop, name=name) for name, loop in loops.items()]
 
@@ -142,6 +144,12 @@ async def run_instance(config: Config) -> None:
     await services.redis.aclose()
     await pubsub_redis.aclose()
     log.info("instance %s stopped", config.instance_id)
+
+
+def socket_heartbeats(services: Services) -> Callable[[], Awaitable[None]]:
+    async def step() -> None:
+        send_heartbeats(services.hub, services.store.clock.now_ms())
+    return step
 
 
 def keep_sockets_alive(hub: LiveHub) -> Callable[[], Awaitable[None]]:

@@ -70,6 +70,9 @@ class Subscriber(Protocol):
     def keep_alive(self, now_s: float) -> bool:
         """Ping the peer, or close it if it stopped answering; True when it was closed."""
 
+    def heartbeat(self, frame: bytes) -> None:
+        """Send the heartbeat frame, if this client asked for heartbeats."""
+
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         """Close the connection (e.g. 1001 while the instance drains)."""
 

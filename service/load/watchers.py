@@ -15,13 +15,18 @@ from service.load.client import Run, ShopHttpUser, deliver, ids
 from service.load.outcomes import Outcome
 from service.load.records import Watcher
 
-WATCHED_SKUS = (1, 8)  # a watcher watches between 1 and 8 books (a page's worth at most)
+WATCHED_SKUS = (1, 8)
+# a socket silent this long (two and a half of the shop's default 2 s heartbeats) counts
+# as dropped, as the page counts it
+SILENT_S = 5.0  # a watcher watches between 1 and 8 books (a page's worth at most)
 
 
 class LongPollWatcher(ShopHttpUser):
-    """Polls /cart/status with `since` cursors the way the page does."""
+    """Polls /cart/status with `since` cursors the way the page does, giving a poll up
+    after the shop's default hold time (25 s) and a margin, as the page does."""
 
     wait_time = constant(0)
+    network_timeout = 25.0 + 5.0
 
     def on_start(self) -> None:
         super().on_start()
@@ -82,7 +87,7 @@ class WebSocketWatcher(User):
     def connect(self) -> None:
         target = urlsplit(str(self.host))
         url = (f"ws://{target.netloc}/cart/status?"
-               + urlencode([("sku", sku) for sku in self.skus]))
+               + urlencode([*[("sku", sku) for sku in self.skus], ("heartbeat", "1")]))
         try:
             sock = connected_socket(target.hostname or "127.0.0.1", target.port or 80,
                                     self.address, timeout_s=10)
@@ -101,7 +106,7 @@ class WebSocketWatcher(User):
         self.failures = 0
         self.opening = set(self.skus)
         self.watcher.connected = True
-        self.ws.settimeout(5)
+        self.ws.settimeout(SILENT_S)
 
     @task
     def listen(self) -> None:
@@ -111,6 +116,9 @@ class WebSocketWatcher(User):
         try:
             raw = self.ws.recv()
         except websocket.WebSocketTimeoutException:
+            # not even a heartbeat: the server is hung or gone, as the page would judge
+            self.ws.close(timeout=0)
+            self.ws = None
             return
         except (OSError, websocket.WebSocketException):
             self.ws = None  # dropped: reconnect (with backoff if that fails)
@@ -120,6 +128,8 @@ class WebSocketWatcher(User):
             return
         arrived_ms = Run.now_ms()
         snapshot = json.loads(raw)
+        if snapshot.get("type") == "heartbeat":
+            return
         sku = snapshot["sku"]
         if sku in self.opening:  # the snapshot a socket gets on open is not a delivery
             self.opening.discard(sku)

@@ -6,10 +6,16 @@ import dataclasses
 import json
 import math
 
+from service.config import Config
 from service.inventory import Book
 from service.web import limits
 from service.web.base import BaseHandler
 from service.web.errors import ApiError, unknown_sku
+
+
+def live_timing(config: Config) -> dict[str, float]:
+    """What the page's script must know of this server's timing (data-* attributes)."""
+    return {"longpoll_s": config.longpoll_timeout_s, "heartbeat_s": config.heartbeat_s}
 
 
 class BookPageHandler(BaseHandler):
@@ -26,7 +32,8 @@ class BookPageHandler(BaseHandler):
         self.services.hub.apply(snapshot)
         self.set_header("Cache-Control", "no-store")
         self.render("book.html", book=book, snapshot=snapshot, session=token, in_cart=in_cart,
-                    instance=self.services.config.instance_id, count=snapshot.count)
+                    instance=self.services.config.instance_id, count=snapshot.count,
+                    live=live_timing(self.services.config))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +78,8 @@ class CatalogPageHandler(CatalogPaging):
         snapshots = await self.services.store.snapshots([b.sku for b in page.books])
         self.set_header("Cache-Control", "no-store")
         self.render("books.html", items=list(zip(page.books, snapshots)), page=page,
-                    session=token, instance=self.services.config.instance_id)
+                    session=token, instance=self.services.config.instance_id,
+                    live=live_timing(self.services.config))
 
 
 class BooksApiHandler(CatalogPaging):

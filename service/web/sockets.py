@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 import tornado.websocket
 from tornado.iostream import StreamClosedError
 
-from service.live import Entry, LiveHub
+from service.live import Entry, LiveHub, websocket_text_frame
 from service.web.base import ShopMixin
 from service.web.errors import ApiError
 from service.web.fastpath import forget_request, send_frame
@@ -35,8 +35,16 @@ KEEPALIVE_INTERVAL_S = 30.0
 SILENT_PEER_TIMEOUT_S = 2.5 * KEEPALIVE_INTERVAL_S
 
 
+def heartbeat_frame(server_time_ms: int) -> bytes:
+    """`{"type": "heartbeat", "serverTime": ms}`: the same frame for every socket."""
+    return websocket_text_frame(b'{"type":"heartbeat","serverTime":%d}' % server_time_ms)
+
+
 class StatusSocketHandler(ShopMixin, tornado.websocket.WebSocketHandler):
     skus: tuple[str, ...] = ()
+    # ?heartbeat=1: the page hears from the server every BB_HEARTBEAT_S, so it can tell a
+    # silent (hung) server from a quiet book; the seed's clients do not ask
+    wants_heartbeat = False
     _pending: dict[str, Entry] | None = None
     last_heard: float = 0.0
 
@@ -46,6 +54,7 @@ class StatusSocketHandler(ShopMixin, tornado.websocket.WebSocketHandler):
             raise ApiError(503, "draining", "this instance is shutting down; reconnect")
         self.skus = tuple(self.requested_skus())
         self.current_entries(self.skus)
+        self.wants_heartbeat = self.get_query_argument("heartbeat", "") == "1"
 
     def check_origin(self, origin: str) -> bool:
         # strict: only pages served from the very host:port the socket was opened to
@@ -101,6 +110,12 @@ class StatusSocketHandler(ShopMixin, tornado.websocket.WebSocketHandler):
             self._send(PING_FRAME)
         return False
 
+    def heartbeat(self, frame: bytes) -> None:
+        """Send a heartbeat if this client asked; a socket whose write is queued is not
+        silent and is skipped (the queued snapshots are news enough)."""
+        if self.wants_heartbeat and self._pending is None:
+            self._send(frame)
+
     def _send(self, frame: bytes) -> None:
         connection = self.ws_connection
         if connection is None or connection.is_closing():
@@ -120,6 +135,13 @@ class StatusSocketHandler(ShopMixin, tornado.websocket.WebSocketHandler):
             return
         for entry in pending.values():
             self.push(entry)
+
+
+def send_heartbeats(hub: LiveHub, server_time_ms: int) -> None:
+    """One heartbeat frame, to every socket that asked for heartbeats."""
+    frame = heartbeat_frame(server_time_ms)
+    for subscriber in list(hub.subscribers()):
+        subscriber.heartbeat(frame)
 
 
 def ping_sockets(hub: LiveHub, now_s: float | None = None) -> int:

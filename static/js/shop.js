@@ -8,11 +8,18 @@ import { createSnapshots } from './shop/snapshots.js';
 import { createView, readCount } from './shop/render.js';
 import { bindCart } from './shop/cart.js';
 import { createConnection } from './shop/connection.js';
+import { HEARTBEAT_MS, LP_HOLD_MS } from './shop/timing.js';
 
 const root = document.getElementById('shop');
 const status = createStatus(document.getElementById('live-status'));
 
 if (root) start(root); else status.render();
+
+// A duration the server put on the page, in seconds, as ms (the default if absent).
+function seconds(root, attribute, defaultMs) {
+  const value = parseFloat(root.getAttribute(attribute));
+  return Number.isFinite(value) && value > 0 ? value * 1000 : defaultMs;
+}
 
 // ?transport=longpoll, or localStorage.bbForceLongPoll = '1', to try long-poll by hand.
 function forcedLongPoll() {
@@ -35,7 +42,10 @@ function start(root) {
   bindCart(root, skus, view, snapshots.apply, status.setInstance);
   if (page === 'book') view.updateButtons();
 
-  const connection = createConnection(skus, status, snapshots, forcedLongPoll());
+  const connection = createConnection(skus, status, snapshots, forcedLongPoll(), {
+    holdMs: seconds(root, 'data-longpoll-s', LP_HOLD_MS),
+    heartbeatMs: seconds(root, 'data-heartbeat-s', HEARTBEAT_MS)
+  });
   connection.listen(window);
 
   window.bbShop = {

@@ -13,7 +13,7 @@ import socket
 import pytest
 
 from service.inventory import Snapshot
-from service.web.sockets import SILENT_PEER_TIMEOUT_S, ping_sockets
+from service.web.sockets import SILENT_PEER_TIMEOUT_S, ping_sockets, send_heartbeats
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -26,7 +26,7 @@ async def server(start_app):
     return app.services, app.port
 
 
-async def open_raw_websocket(port: int):
+async def open_raw_websocket(port: int, query: str = ""):
     sock = socket.socket()
     # a small receive window, set before connecting so TCP advertises it from the start
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -34,7 +34,7 @@ async def open_raw_websocket(port: int):
     await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
     reader, writer = await asyncio.open_connection(sock=sock)
     key = base64.b64encode(os.urandom(16)).decode()
-    writer.write((f"GET /cart/status?sku=internet HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+    writer.write((f"GET /cart/status?sku=internet{query} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
                   f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
                   "Sec-WebSocket-Version: 13\r\n\r\n").encode())
     status = await reader.readuntil(b"\r\n\r\n")
@@ -109,3 +109,20 @@ async def test_keepalive_pings_answering_sockets_and_closes_silent_ones(server):
     opcode, body = await asyncio.wait_for(read_raw_frame(reader), 5)
     assert opcode == 0x88 and int.from_bytes(body[:2], "big") == 1001
     writer.close()
+
+
+async def test_heartbeats_go_only_to_sockets_that_asked_for_them(server):
+    services, port = server
+    plain, plain_writer = await open_raw_websocket(port)  # (the writers keep them open)
+    asking, asking_writer = await open_raw_websocket(port, "&heartbeat=1")
+    await read_frames(plain, 1)
+    await read_frames(asking, 1)
+    send_heartbeats(services.hub, 1234)
+    opcode, body = await asyncio.wait_for(read_raw_frame(asking), 5)
+    assert (opcode, json.loads(body)) == (0x81, {"type": "heartbeat", "serverTime": 1234})
+    # the seed's clients (no ?heartbeat=1) get snapshots only: the next frame is one
+    services.hub.apply(Snapshot("internet", 3, 2, "e1"))
+    opcode, body = await asyncio.wait_for(read_raw_frame(plain), 5)
+    assert json.loads(body)["version"] == 2
+    plain_writer.close()
+    asking_writer.close()

@@ -11,11 +11,13 @@
  *   * -> reconnecting|offline   a poll fails
  *   * -> offline                the browser goes offline with no open socket */
 import { State } from './status.js';
-import { BASE_MS, WS_RETRY_MS, MAX_WS_FAILS, backoff } from './timing.js';
+import { BASE_MS, WS_RETRY_MS, MAX_WS_FAILS, LP_MARGIN_MS, MISSED_HEARTBEATS,
+  backoff } from './timing.js';
 import { createLongPoll } from './longpoll.js';
 
 // forceLongPoll: never open a socket (?transport=longpoll or localStorage).
-export function createConnection(skus, status, snapshots, forceLongPoll) {
+// timing: {holdMs, heartbeatMs} of the server that served the page.
+export function createConnection(skus, status, snapshots, forceLongPoll, timing) {
   let state = State.NONE;
   let stopped = false;          // the page is going away: start nothing more
   let ws = null;                // the socket being opened or open
@@ -23,6 +25,10 @@ export function createConnection(skus, status, snapshots, forceLongPoll) {
   let wsFails = 0;              // failed reopenings since a socket last worked
   let wsAttempt = 0;            // backoff exponent of socket reconnects
   let wsTimer = null;           // the next socket attempt
+  let silence = null;           // fires when the open socket has been silent too long
+  // a server that asked nothing of us still sends heartbeats; two missed (and a little)
+  // mean it is hung or gone, even if the TCP connection looks open
+  const silentMs = timing.heartbeatMs * MISSED_HEARTBEATS + timing.heartbeatMs / 2;
 
   function enter(next) {
     if (state === next) return;
@@ -59,7 +65,7 @@ export function createConnection(skus, status, snapshots, forceLongPoll) {
     },
     onFailure: function () { enter(droppedState()); },
     stopped: function () { return stopped; }
-  });
+  }, timing.holdMs + LP_MARGIN_MS);
 
   function startLongPoll() {
     if (poll.running() || stopped) return;
@@ -79,7 +85,7 @@ export function createConnection(skus, status, snapshots, forceLongPoll) {
     if (stopped || ws) return;
     if (forceLongPoll || typeof WebSocket === 'undefined') { startLongPoll(); return; }
     const url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host +
-      '/cart/status?' + skuQuery().toString();
+      '/cart/status?' + skuQuery().toString() + '&heartbeat=1';
     let sock;
     let opened = false;
     try {
@@ -97,17 +103,21 @@ export function createConnection(skus, status, snapshots, forceLongPoll) {
       wsAttempt = 0;
       poll.stop();
       enter(State.WEBSOCKET);
+      listen(sock);
     };
     sock.onmessage = function (ev) {
       if (ws !== sock) return;
+      listen(sock);
       let msg;
       try { msg = JSON.parse(ev.data); } catch (e) { return; }
+      if (msg && msg.type === 'heartbeat') return;
       snapshots.applyPayload(msg);
     };
     sock.onerror = function () { /* a close event follows */ };
     sock.onclose = function () {
       if (ws !== sock) return;
       ws = null;
+      clearTimeout(silence);
       if (stopped) return;
       if (opened) {
         // A live socket dropped: reconnect with backoff; the server's
@@ -118,6 +128,21 @@ export function createConnection(skus, status, snapshots, forceLongPoll) {
         socketFailed();
       }
     };
+  }
+
+  // The server spoke: it is alive until silentMs from now. A silent one is dropped at
+  // once (a hung server would never finish the close handshake) and we reconnect,
+  // through nginx, to an instance that answers.
+  function listen(sock) {
+    clearTimeout(silence);
+    silence = setTimeout(function () {
+      if (ws !== sock || stopped) return;
+      ws = null;
+      sock.onclose = null;
+      try { sock.close(); } catch (e) { /* ignore */ }
+      enter(droppedState());
+      scheduleSocket(backoff(wsAttempt++));
+    }, silentMs);
   }
 
   // A socket could not be opened (blocked, refused, or nothing answers).

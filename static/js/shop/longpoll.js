@@ -1,11 +1,12 @@
 /* The long-poll transport: GET /cart/status?since=… in a loop, each request cut off
  * by a client timeout; it reports answers and failures and decides nothing else. */
-import { LP_CLIENT_TIMEOUT_MS, LP_FAST_ANSWER_MS, LP_IDLE_PAUSE_MS, backoff, sleep } from './timing.js';
+import { LP_FAST_ANSWER_MS, LP_IDLE_PAUSE_MS, backoff, sleep } from './timing.js';
 
 // hooks: url(resync) -> the request URL; onInstance(X-Instance header);
 // onPayload(json) -> true if it changed anything; onAnswer(wasResync) after an OK
 // answer; onFailure() after a failed one; stopped() -> true once the page goes away.
-export function createLongPoll(hooks) {
+// timeoutMs: a poll not answered by then is given up (the server's hold time and a margin).
+export function createLongPoll(hooks, timeoutMs) {
   let generation = 0;           // bumped by start and stop: a loop of an older one ends
   let running = false;
   let controller = null;        // aborts the request in flight on stop
@@ -16,7 +17,7 @@ export function createLongPoll(hooks) {
     while (gen === generation && !hooks.stopped()) {
       const ctl = typeof AbortController !== 'undefined' ? new AbortController() : null;
       controller = ctl;
-      const guard = ctl ? setTimeout(function () { ctl.abort(); }, LP_CLIENT_TIMEOUT_MS) : null;
+      const guard = ctl ? setTimeout(function () { ctl.abort(); }, timeoutMs) : null;
       const started = Date.now();
       const probe = resync;
       let ok = false;

@@ -4,7 +4,12 @@ export const BASE_MS = 250;                // backoff base
 export const CAP_MS = 10000;               // backoff cap
 export const WS_RETRY_MS = 60000;          // retry WebSocket while on long-poll
 export const MAX_WS_FAILS = 3;             // failed reconnects before long-poll
-export const LP_CLIENT_TIMEOUT_MS = 45000; // server holds ~25 s
+// The server's long-poll hold and heartbeat interval come from the page (data-longpoll-s,
+// data-heartbeat-s); these are the defaults the server starts with.
+export const LP_HOLD_MS = 25000;
+export const LP_MARGIN_MS = 5000;          // a poll unanswered past hold + margin is given up
+export const HEARTBEAT_MS = 2000;
+export const MISSED_HEARTBEATS = 2;        // then the server counts as silent: reconnect
 // A poll answered this fast with nothing new waits LP_IDLE_PAUSE_MS: no hot loop.
 export const LP_FAST_ANSWER_MS = 500;
 export const LP_IDLE_PAUSE_MS = 1000;
