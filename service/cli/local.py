@@ -144,8 +144,10 @@ def register(commands: Any) -> None:
     generate.set_defaults(func=cmd_catalog)
 
     ctl = commands.add_parser("ctl", help="operate the running cluster of `up`")
-    ctl.add_argument("action", choices=["status", "start", "stop", "restart", "restart-all"])
-    ctl.add_argument("name", nargs="?", help="a process: app-1…, nginx, redis, upstream-sim")
+    ctl.add_argument("action", choices=["status", "start", "stop", "restart", "restart-all",
+                                        "scale"])
+    ctl.add_argument("name", nargs="?", help="a process: app-1…, nginx, redis, upstream-sim; "
+                                             "for scale, the number of instances")
     ctl.add_argument("--var-dir", default=str(DEFAULT_VAR_DIR),
                      help="the var/ folder of the cluster (default ./var)")
     ctl.set_defaults(func=cmd_ctl)

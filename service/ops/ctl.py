@@ -7,6 +7,7 @@ restart under load fails no request.
 
 from __future__ import annotations
 
+import fcntl
 import time
 import xmlrpc.client
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from service.ops.errors import OpsError
 from service.ops.layout import Layout
 from service.ops.probes import is_ready, wait_until
 from service.ops.render import upstream_block
+from service.ops.scale import parse_count, scale
 from service.ops.supervisor import process_states, supervisor
 from service.ops.up import START_TIMEOUT_S
 
@@ -48,20 +50,27 @@ class Controller:
         if name not in states:
             raise OpsError(f"no process named {name!r}; known: {', '.join(states)}")
 
-    def _set_upstream(self, down: set[str]) -> None:
-        """Rewrite nginx's upstream with `down` (and every stopped app) out, and reload."""
-        states = process_states(self.layout)
-        stopped = {name for name in self.layout.apps if states[name]["statename"] != "RUNNING"}
-        self.layout.upstream_conf.write_text(upstream_block(self.layout, frozenset(down | stopped)))
-        if states.get("nginx", {}).get("statename") == "RUNNING":
-            self.rpc.supervisor.signalProcess("nginx", "HUP")
-            time.sleep(NGINX_RELOAD_SETTLE_S)
+    def set_upstream(self, down: set[str]) -> None:
+        """Rewrite nginx's upstream with `down` (and every stopped app) out, and reload.
+
+        The one writer of var/nginx/upstream.conf: a lock keeps two at once (a `ctl` in
+        each terminal) from each writing what the other has not seen."""
+        with open(self.layout.var_dir / "nginx" / "upstream.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            states = process_states(self.layout)
+            stopped = {name for name in self.layout.apps
+                       if states.get(name, {}).get("statename") != "RUNNING"}
+            self.layout.upstream_conf.write_text(
+                upstream_block(self.layout, frozenset(down | stopped)))
+            if states.get("nginx", {}).get("statename") == "RUNNING":
+                self.rpc.supervisor.signalProcess("nginx", "HUP")
+                time.sleep(NGINX_RELOAD_SETTLE_S)
 
     def stop(self, name: str) -> None:
         self._known(name)
         if name in self.layout.apps:
             self.out(f"{name}: taking it out of nginx")
-            self._set_upstream({name})
+            self.set_upstream({name})
         self.out(f"{name}: stopping{' (draining)' if name in self.layout.apps else ''}…")
         started = time.monotonic()
         try:
@@ -83,7 +92,7 @@ class Controller:
         if name in self.layout.apps:
             port = self.layout.apps[name]
             wait_until(lambda: is_ready(port), START_TIMEOUT_S, f"{name} becoming ready")
-            self._set_upstream(set())
+            self.set_upstream(set())
             self.out(f"{name}: ready and back in nginx")
         else:
             self.out(f"{name}: running")
@@ -109,6 +118,8 @@ def run_ctl(var_dir: Path, action: str, name: str | None) -> int:
         print("\n".join(controller.status()))
     elif action == "restart-all":
         controller.restart_all()
+    elif action == "scale":
+        scale(controller, parse_count(name))
     else:
         if not name:
             raise OpsError(f"`ctl {action}` needs a process name, e.g. `ctl {action} app-2`")

@@ -101,6 +101,41 @@ def render(layout: Layout) -> list[str]:
     var = layout.var_dir
     for folder in (var, layout.logs, var / "redis", var / "nginx" / "tmp"):
         folder.mkdir(parents=True, exist_ok=True)
+    nginx = _fill(NGINX_TEMPLATE, http_port=layout.http_port, **_common(layout),
+                  # nginx started as root would hand its workers to `nobody`, who may not
+                  # read the checkout; a local demo's workers run as whoever started it
+                  user_directive="user root;" if os.geteuid() == 0 else "")
+    notes = [_write_unless_edited(layout.supervisor_conf, supervisor_config(layout), var),
+             _write_unless_edited(layout.nginx_conf, nginx, var)]
+    layout.upstream_conf.write_text(upstream_block(layout))
+    layout.save()
+    return [note for note in notes if note]
+
+
+def rewrite_supervisor_conf(layout: Layout, dry_run: bool = False) -> None:
+    """Write supervisord's config for `layout` (another number of instances); refuses a
+    file edited by hand, which `up` keeps but this must replace."""
+    if dry_run:
+        if _edited(layout.supervisor_conf, layout.var_dir):
+            raise OpsError(f"{layout.supervisor_conf} was edited by hand and must be rewritten "
+                           "to change the instances: delete it (and restart `up`), or edit "
+                           "its [program:app-N] sections yourself")
+        return
+    note = _write_unless_edited(layout.supervisor_conf, supervisor_config(layout),
+                                layout.var_dir)
+    if note:
+        raise OpsError(note)
+
+
+def _common(layout: Layout) -> dict[str, Any]:
+    return dict(var_dir=layout.var_dir, repo=ROOT, python=sys.executable,
+                redis_port=layout.redis_port, upstream_port=layout.upstream_port)
+
+
+def supervisor_config(layout: Layout) -> str:
+    """supervisord.conf: redis, the simulator, every instance, nginx."""
+    var = layout.var_dir
+    common = _common(layout)
     stopwait_s = app_stop_wait_s(layout)
     common = dict(var_dir=var, repo=ROOT, python=sys.executable, redis_port=layout.redis_port,
                   upstream_port=layout.upstream_port)
@@ -110,29 +145,27 @@ def render(layout: Layout) -> list[str]:
               admin_token=_shared_secret(var / "admin_token"),
               catalog_env=catalog_env(layout), **common)
         for name, port in layout.apps.items())
-    supervisor = _fill(
-        SUPERVISOR_TEMPLATE, app_programs=apps,
-        redis_server=redis_server_path(), upstream_latency_ms=layout.upstream_latency_ms,
-        nginx=executable("nginx", "nginx"), **common)
-    nginx = _fill(NGINX_TEMPLATE, http_port=layout.http_port, **common,
-                  # nginx started as root would hand its workers to `nobody`, who may not
-                  # read the checkout; a local demo's workers run as whoever started it
-                  user_directive="user root;" if os.geteuid() == 0 else "")
-    notes = [_write_unless_edited(layout.supervisor_conf, supervisor, var),
-             _write_unless_edited(layout.nginx_conf, nginx, var)]
-    layout.upstream_conf.write_text(upstream_block(layout))
-    layout.save()
-    return [note for note in notes if note]
+    return _fill(SUPERVISOR_TEMPLATE, app_programs=apps, redis_server=redis_server_path(),
+                 upstream_latency_ms=layout.upstream_latency_ms,
+                 nginx=executable("nginx", "nginx"), **common)
+
+
+def _edited(path: Path, var: Path) -> bool:
+    """Whether a rendered file was changed by hand since it was written."""
+    hashes_file = var / "rendered.json"
+    hashes = json.loads(hashes_file.read_text()) if hashes_file.exists() else {}
+    if not path.exists():
+        return False
+    current = hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashes.get(str(path.relative_to(var))) not in (None, current)
 
 
 def _write_unless_edited(path: Path, text: str, var: Path) -> str | None:
     hashes_file = var / "rendered.json"
     hashes = json.loads(hashes_file.read_text()) if hashes_file.exists() else {}
     key = str(path.relative_to(var))
-    if path.exists():
-        current = hashlib.sha256(path.read_bytes()).hexdigest()
-        if hashes.get(key) not in (None, current):
-            return f"kept {path} (edited by hand; delete it to get a fresh one)"
+    if _edited(path, var):
+        return f"kept {path} (edited by hand; delete it to get a fresh one)"
     path.write_text(text)
     hashes[key] = hashlib.sha256(text.encode()).hexdigest()
     hashes_file.write_text(json.dumps(hashes, indent=2) + "\n")
