@@ -100,8 +100,15 @@ def cmd_upstream_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_health_watch(args: argparse.Namespace) -> int:
+    from service.ops.watch import watch
+    setup_logging("health-watch")
+    watch(Path(args.var_dir).resolve())
+    return 0
+
+
 def register(commands: Any) -> None:
-    """Add `up`, `catalog`, `ctl` and `upstream-sim` to the command line."""
+    """Add `up`, `catalog`, `ctl`, `health-watch` and `upstream-sim` to the command line."""
     up = commands.add_parser("up", help="run the local cluster under supervisord: Redis, the "
                              "upstream simulator, N instances and nginx")
     up.add_argument("--instances", type=int, default=3, help="app instances (default 3)")
@@ -151,6 +158,12 @@ def register(commands: Any) -> None:
     ctl.add_argument("--var-dir", default=str(DEFAULT_VAR_DIR),
                      help="the var/ folder of the cluster (default ./var)")
     ctl.set_defaults(func=cmd_ctl)
+
+    watch = commands.add_parser(
+        "health-watch", help="(run by `up`) take hung instances out of nginx and back in")
+    watch.add_argument("--var-dir", default=str(DEFAULT_VAR_DIR),
+                       help="the var/ folder of the cluster (default ./var)")
+    watch.set_defaults(func=cmd_health_watch)
 
     sim = commands.add_parser("upstream-sim", help="run the simulated upstream search API")
     sim.add_argument("--port", type=int, default=9000, help="port to listen on (default 9000)")

@@ -7,7 +7,6 @@ restart under load fails no request.
 
 from __future__ import annotations
 
-import fcntl
 import time
 import xmlrpc.client
 from collections.abc import Callable
@@ -16,13 +15,10 @@ from pathlib import Path
 from service.ops.errors import OpsError
 from service.ops.layout import Layout
 from service.ops.probes import is_ready, wait_until
-from service.ops.render import upstream_block
 from service.ops.scale import parse_count, scale
 from service.ops.supervisor import process_states, supervisor
 from service.ops.up import START_TIMEOUT_S
-
-# after nginx reloads, old workers finish their requests; give them this long
-NGINX_RELOAD_SETTLE_S = 1.0
+from service.ops.upstream import set_upstream
 
 
 class Controller:
@@ -51,20 +47,8 @@ class Controller:
             raise OpsError(f"no process named {name!r}; known: {', '.join(states)}")
 
     def set_upstream(self, down: set[str]) -> None:
-        """Rewrite nginx's upstream with `down` (and every stopped app) out, and reload.
-
-        The one writer of var/nginx/upstream.conf: a lock keeps two at once (a `ctl` in
-        each terminal) from each writing what the other has not seen."""
-        with open(self.layout.var_dir / "nginx" / "upstream.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            states = process_states(self.layout)
-            stopped = {name for name in self.layout.apps
-                       if states.get(name, {}).get("statename") != "RUNNING"}
-            self.layout.upstream_conf.write_text(
-                upstream_block(self.layout, frozenset(down | stopped)))
-            if states.get("nginx", {}).get("statename") == "RUNNING":
-                self.rpc.supervisor.signalProcess("nginx", "HUP")
-                time.sleep(NGINX_RELOAD_SETTLE_S)
+        """Rewrite nginx's upstream with `down` (and every stopped or hung app) out."""
+        set_upstream(self.layout, self.rpc, down)
 
     def stop(self, name: str) -> None:
         self._known(name)

@@ -108,6 +108,7 @@ def render(layout: Layout) -> list[str]:
     notes = [_write_unless_edited(layout.supervisor_conf, supervisor_config(layout), var),
              _write_unless_edited(layout.nginx_conf, nginx, var)]
     layout.upstream_conf.write_text(upstream_block(layout))
+    (var / "nginx" / "hung.json").unlink(missing_ok=True)  # the watcher's, from a last run
     layout.save()
     return [note for note in notes if note]
 

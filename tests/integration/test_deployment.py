@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -216,7 +218,7 @@ def test_stopping_up_leaves_no_process_behind(tmp_path):
     deployment = Deployment(tmp_path / "var", instances=1)
     deployment.start()
     pids = deployment.pids()
-    assert set(pids) == {"redis", "upstream-sim", "app-1", "nginx"}
+    assert set(pids) == {"redis", "upstream-sim", "app-1", "nginx", "health-watch"}
     up_pid = deployment.proc.pid
     assert deployment.stop() == 0
     leftovers = {name: pid for name, pid in pids.items() if alive(pid)}
@@ -245,7 +247,7 @@ async def test_restarting_nginx_with_sockets_open_is_quick_and_leaves_no_worker(
     started = time.monotonic()
     await asyncio.to_thread(deployment.ctl, "restart", "nginx")
     assert time.monotonic() - started < 5, "nginx took too long to stop"
-    for socket, _ in sockets:  # closed by worker_shutdown_timeout, not left open
+    for socket, _ in sockets:  # closed with the old nginx, not left open
         assert await asyncio.wait_for(socket.read_message(), 5) is None
     assert not [pid for pid in before if alive(pid)], "an old nginx process outlived it"
     socket, first = await open_socket(deployment)  # and the new nginx serves
@@ -266,3 +268,36 @@ def _parent(entry: Path) -> int:
         return int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
     except (OSError, IndexError, ValueError):
         return -1
+
+
+@pytest.mark.timeout(60)
+async def test_a_hung_instance_is_taken_out_of_nginx_and_put_back(deployment):
+    client = AsyncHTTPClient()
+    pid = deployment.pids()["app-3"]
+    os.kill(pid, signal.SIGSTOP)  # it accepts connections and never answers
+    try:
+        stopped_at = time.monotonic()
+        await wait_for_upstream(deployment, "app-3", down=True, timeout_s=5)
+        assert time.monotonic() - stopped_at < 4, "the watcher took too long"
+        answers = [await client.fetch(f"{deployment.base}/api/books", request_timeout=5)
+                   for _ in range(15)]
+        assert {a.headers["X-Instance"] for a in answers} <= {"app-1", "app-2"}
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    await wait_for_upstream(deployment, "app-3", down=False, timeout_s=5)
+    seen = {(await client.fetch(f"{deployment.base}/api/books")).headers["X-Instance"]
+            for _ in range(15)}
+    assert "app-3" in seen
+
+
+async def wait_for_upstream(deployment: Deployment, name: str, down: bool,
+                            timeout_s: float) -> None:
+    """Until nginx's upstream file has `name` down (or not)."""
+    upstream = deployment.var_dir / "nginx" / "upstream.conf"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = next(line for line in upstream.read_text().splitlines() if f"# {name}" in line)
+        if (" down;" in line) == down:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{name} not {'down' if down else 'up'} in {upstream.read_text()}")

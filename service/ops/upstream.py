@@ -1,0 +1,71 @@
+"""The one writer of nginx's upstream file (var/nginx/upstream.conf): `ctl` (stop, start,
+scale) and the health watcher go through here, under a lock, so neither writes what
+the other has not seen.
+
+An instance is left out of nginx when `ctl` takes it out (it is about to stop), when
+supervisor does not run it, or when the health watcher found it hung (var/nginx/hung.json)
+— but never every instance: with all of them out nginx could only refuse everyone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from service.ops.layout import Layout
+from service.ops.render import upstream_block
+from service.ops.supervisor import process_states
+
+# after nginx reloads, old workers finish their requests; give them this long
+NGINX_RELOAD_SETTLE_S = 1.0
+
+
+@contextlib.contextmanager
+def locked(layout: Layout) -> Iterator[None]:
+    with open(layout.var_dir / "nginx" / "upstream.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def hung(layout: Layout) -> set[str]:
+    """The instances the health watcher found hung (call under the lock)."""
+    path = layout.var_dir / "nginx" / "hung.json"
+    try:
+        return set(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return set()
+
+
+def set_hung(layout: Layout, rpc: Any, names: set[str]) -> None:
+    """Record the hung instances and rewrite nginx's upstream accordingly."""
+    with locked(layout):
+        (layout.var_dir / "nginx" / "hung.json").write_text(json.dumps(sorted(names)))
+        _write(layout, rpc, set())
+
+
+def set_upstream(layout: Layout, rpc: Any, down: set[str]) -> None:
+    """Rewrite nginx's upstream with `down` (and every stopped or hung app) out, and
+    reload nginx."""
+    with locked(layout):
+        _write(layout, rpc, down)
+
+
+def _write(layout: Layout, rpc: Any, down: set[str]) -> None:
+    states = process_states(layout)
+    stopped = {name for name in layout.apps
+               if states.get(name, {}).get("statename") != "RUNNING"}
+    out = down | stopped
+    sick = hung(layout) - out
+    if sick and not set(layout.apps) - out - sick:
+        sick = set(sorted(sick)[:-1])  # keep one: a slow instance beats none at all
+    text = upstream_block(layout, frozenset(out | sick))
+    if layout.upstream_conf.exists() and layout.upstream_conf.read_text() == text:
+        return  # nothing changed: no reload
+    layout.upstream_conf.write_text(text)
+    if states.get("nginx", {}).get("statename") == "RUNNING":
+        rpc.supervisor.signalProcess("nginx", "HUP")
+        time.sleep(NGINX_RELOAD_SETTLE_S)
