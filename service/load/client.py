@@ -86,17 +86,19 @@ class ShopHttpUser(FastHttpUser):
             with self.client.request(method, path, name=name or path, catch_response=True,
                                      **kwargs) as reply:
                 status = reply.status_code or None
-                outcome = classify(status, reply.headers.get("Retry-After"))
+                # an answer that never came (refused, reset, timed out) has no headers
+                headers = (reply.headers if status else None) or {}
+                outcome = classify(status, headers.get("Retry-After"))
                 if outcome is Outcome.RETRYABLE and attempt == 2:
                     outcome = Outcome.FAILED
-                instance = reply.headers.get("X-Instance") if status else None
+                instance = headers.get("X-Instance")
                 Run.records.outcome(kind, outcome, instance)
                 if outcome is Outcome.FAILED:
                     reply.failure(f"{kind}: HTTP {status or 'connection closed'}")
                 else:
                     reply.success()
-                if status and "X-Server-Time" in reply.headers:
-                    Run.records.clock_sample(float(reply.headers["X-Server-Time"]),
+                if "X-Server-Time" in headers:
+                    Run.records.clock_sample(float(headers["X-Server-Time"]),
                                              time.time() * 1000)
                 if outcome is not Outcome.RETRYABLE:
                     return reply if status else None

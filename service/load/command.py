@@ -7,6 +7,7 @@ that cannot be prepared (nothing was changed or loaded).
 from __future__ import annotations
 
 import argparse
+import http.client
 import importlib.util
 import json
 import math
@@ -52,6 +53,13 @@ def processes(text: str) -> int:
     return value
 
 
+def workers(text: str) -> int:
+    value = count(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("a master needs at least 1 worker")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default="http://127.0.0.1:8000",
                         help="the shop (default: `make demo`'s nginx, http://127.0.0.1:8000)")
@@ -87,7 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--master", action="store_true",
                         help="run no users here: wait for --expect-workers Locust workers "
                              "(`python -m service load --worker --master-host HOST` elsewhere)")
-    parser.add_argument("--expect-workers", type=processes, default=1, metavar="N",
+    parser.add_argument("--expect-workers", type=workers, default=1, metavar="N",
                         help="with --master: how many workers to wait for (default 1)")
     parser.add_argument("--worker", action="store_true", help="be a worker of a master")
     parser.add_argument("--master-host", default="127.0.0.1")
@@ -123,7 +131,12 @@ def run(args: argparse.Namespace) -> int:
               "output above", flush=True)
         return 1
     records = json.loads((out / "records.json").read_text())
-    shop = state_after(base, list(records["holds"]))
+    try:
+        shop = state_after(base, list(records["holds"]))
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        print(f"verdict: fail: the shop did not answer after the load, so nothing could be "
+              f"checked ({type(exc).__name__}: {exc})", flush=True)
+        return 1
     stats = judging.read_stats(out / "stats_stats.csv")
     summary = judging.judge(records, stats, shop, slos_from(args), users, args.duration,
                             int(args.hold_ttl * 1000))

@@ -133,8 +133,10 @@ def _slo(slo: Slo, summary: dict[str, Any], users: dict[str, int]) -> dict[str, 
     else:  # lag: the worst transport that has watchers
         watched = [name for name in TRANSPORTS
                    if users.get("ws_watchers" if name == "websocket" else "lp_watchers")]
+        if not watched:  # no watchers, nothing delivered: the SLO does not apply
+            return {"limit": slo.limit, "value": None, "met": True, "applies": False}
         values = [summary["delivery_lag_ms"][name]["p99"] for name in watched]
-        value = None if None in values or not values else max(values)
+        value = None if None in values else max(values)
     return {"limit": slo.limit, "value": value, "met": value is not None and value <= slo.limit}
 
 
@@ -155,7 +157,8 @@ def _verdict(summary: dict[str, Any], records: dict[str, Any],
         too_little.append(f"{never} watcher(s) never connected")
     if not users.get("shoppers") and not records["watchers"]:
         too_little.append("no shoppers and no watchers: nothing to judge")
-    missing = records.get("processes", 1) - records.get("final_from", 0)
+    missing = (max(records.get("processes", 1), records.get("expected_processes", 1))
+               - records.get("final_from", 0))
     if missing > 0:
         too_little.append(f"the final records of {missing} load process(es) never arrived")
     if too_little:

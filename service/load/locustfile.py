@@ -61,25 +61,27 @@ def _init(environment: Any, **_: Any) -> None:
         count = getattr(options, f"bb_{name}")
         if count is not None:
             user_class.fixed_count = count
-    Run.load_s = options.bb_load_s or float("inf")
-    Shopper.wait_time = between(options.bb_think_s / 3, options.bb_think_s * 5 / 3)
-    Run.settle_s = options.bb_settle_s
-    Run.bind_sources = options.bb_bind_sources
-    Run.clock_offset_ms = options.bb_clock_offset_ms
     runner = environment.runner
-    if isinstance(runner, WorkerRunner):
-        Run.process_index = runner.worker_index + 1
-    else:
-        Run.process_index = 0
     if not isinstance(runner, WorkerRunner):
-        collector = Collector(options.bb_records)
+        Collector.current = collector = Collector(options.bb_records)
         runner.register_message(RECORDS_MESSAGE, collector.receive)
         events.quitting.add_listener(lambda **_: collector.write())
 
 
 @events.test_start.add_listener
 def _started(environment: Any, **_: Any) -> None:
+    # Read here, not at init: a worker on another machine gets the master's options only
+    # with the order to start.
+    options = environment.parsed_options
+    Run.load_s = options.bb_load_s or float("inf")
+    Run.settle_s = options.bb_settle_s
+    Run.bind_sources = options.bb_bind_sources
+    Run.clock_offset_ms = options.bb_clock_offset_ms
+    Shopper.wait_time = between(options.bb_think_s / 3, options.bb_think_s * 5 / 3)
     runner = environment.runner
+    Run.process_index = runner.worker_index + 1 if isinstance(runner, WorkerRunner) else 0
+    if isinstance(runner, MasterRunner) and Collector.current is not None:
+        Collector.current.expected = runner.worker_count  # each must send its records
     if not isinstance(runner, MasterRunner) and environment.host:
         Run.catalog(environment.host)  # before any user starts: not in the figures
     Run.started_s = time.time()
@@ -103,10 +105,13 @@ def _send_records(runner: Any) -> None:
 class Collector:
     """The master's copy of every process's latest records, written merged to `path`."""
 
+    current: Collector | None = None
+
     def __init__(self, path: str):
         self.path = Path(path) if path else None
         self.parts: dict[str, dict[str, Any]] = {}
         self.finals: set[str] = set()
+        self.expected = 1  # load processes (the master's workers, or this one)
 
     def receive(self, environment: Any, msg: Any, **_: Any) -> None:
         self.parts[msg.node_id] = msg.data["records"]
@@ -117,7 +122,8 @@ class Collector:
     def write(self) -> None:
         if self.path is None:
             return
-        merged = {**merge(list(self.parts.values())), "final_from": len(self.finals)}
+        merged = {**merge(list(self.parts.values())), "final_from": len(self.finals),
+                  "expected_processes": self.expected}
         temporary = self.path.with_suffix(".tmp")
         temporary.write_text(json.dumps(merged))
         os.replace(temporary, self.path)

@@ -121,6 +121,7 @@ class WebSocketWatcher(User):
             self.ws = None
             return
         except (OSError, websocket.WebSocketException):
+            self.ws.close(timeout=0)
             self.ws = None  # dropped: reconnect (with backoff if that fails)
             return
         if not raw:

@@ -71,9 +71,13 @@ class Layout:
         return self.var_dir / "log"
 
     def save(self) -> None:
+        """Write the layout to var/cluster.json (for `ctl` and the health watcher)."""
         data: dict[str, Any] = {**dataclasses.asdict(self), "var_dir": str(self.var_dir),
                                 "catalog": str(self.catalog) if self.catalog else None}
-        self.layout_file.write_text(json.dumps(data, indent=2) + "\n")
+        # written whole, then renamed: the health watcher reads it twice a second
+        temporary = self.layout_file.with_suffix(".tmp")
+        temporary.write_text(json.dumps(data, indent=2) + "\n")
+        temporary.replace(self.layout_file)
 
     @classmethod
     def load(cls, var_dir: Path) -> Layout:

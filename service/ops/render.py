@@ -64,7 +64,8 @@ def _shared_secret(path: Path) -> str:
 
 def upstream_block(layout: Layout, down: frozenset[str] = frozenset()) -> str:
     """nginx's upstream of every instance; those in `down` get no new requests."""
-    lines = ["# written by `python -m service up` / `ctl`; rewritten on every restart-all",
+    lines = ["# written by `python -m service up`, `ctl` and the health watcher "
+             "(service/ops/upstream.py)",
              "upstream bb_app {", "    least_conn;"]
     for name, port in layout.apps.items():
         flag = " down" if name in down else ""
@@ -108,7 +109,6 @@ def render(layout: Layout) -> list[str]:
     notes = [_write_unless_edited(layout.supervisor_conf, supervisor_config(layout), var),
              _write_unless_edited(layout.nginx_conf, nginx, var)]
     layout.upstream_conf.write_text(upstream_block(layout))
-    (var / "nginx" / "hung.json").unlink(missing_ok=True)  # the watcher's, from a last run
     layout.save()
     return [note for note in notes if note]
 
@@ -138,8 +138,6 @@ def supervisor_config(layout: Layout) -> str:
     var = layout.var_dir
     common = _common(layout)
     stopwait_s = app_stop_wait_s(layout)
-    common = dict(var_dir=var, repo=ROOT, python=sys.executable, redis_port=layout.redis_port,
-                  upstream_port=layout.upstream_port)
     apps = "".join(
         _fill(APP_PROGRAM_TEMPLATE, name=name, port=port, drain_s=layout.drain_s,
               stopwait_s=stopwait_s, cookie_secret=_shared_secret(var / "cookie_secret"),

@@ -71,6 +71,9 @@ def scale(controller: Controller, target: int) -> None:
 def _scale_up(controller: Controller, wanted: Layout, added: list[str]) -> None:
     rewrite_supervisor_conf(wanted)
     controller.rpc.supervisor.reloadConfig()
+    # saved before the waiting: an instance that never gets ready leaves a cluster of
+    # `wanted` with one broken instance, which `ctl scale` back down removes
+    wanted.save()
     controller.layout = wanted
     for name in added:
         controller.out(f"{name}: starting on port {wanted.apps[name]}…")
@@ -80,7 +83,6 @@ def _scale_up(controller: Controller, wanted: Layout, added: list[str]) -> None:
             if "ALREADY_ADDED" not in fault.faultString:
                 raise OpsError(f"{name}: {fault.faultString}") from None
         _wait_running_and_ready(wanted, name)
-    wanted.save()
     controller.set_upstream(set())
     controller.out(f"{', '.join(added)}: ready and in nginx")
 

@@ -22,6 +22,7 @@ from service.ops.layout import Layout
 from service.ops.probes import http_ok, is_ready, port_is_free, process_alive
 from service.ops.render import render, supervisord_stop_s
 from service.ops.supervisor import process_states
+from service.ops.upstream import forget_marks
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 60
@@ -40,6 +41,7 @@ def run_up(layout: Layout) -> int:
         raise OpsError(f"port(s) in use: {listing}. Stop what uses them, or choose other "
                            "ports (--http-port, --first-port, --redis-port, --upstream-port)")
     notes = render(layout)
+    forget_marks(layout)
     for note in notes:
         print(note)
 

@@ -14,6 +14,7 @@ import fcntl
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from service.ops.layout import Layout
@@ -22,6 +23,8 @@ from service.ops.supervisor import process_states
 
 # after nginx reloads, old workers finish their requests; give them this long
 NGINX_RELOAD_SETTLE_S = 1.0
+# in var/nginx/: what the health watcher found hung, and what `ctl` took out
+HUNG, TAKEN_OUT = "hung.json", "taken-out.json"
 
 
 @contextlib.contextmanager
@@ -31,26 +34,46 @@ def locked(layout: Layout) -> Iterator[None]:
         yield
 
 
-def hung(layout: Layout) -> set[str]:
-    """The instances the health watcher found hung (call under the lock)."""
-    path = layout.var_dir / "nginx" / "hung.json"
+def _names(layout: Layout, file: str) -> set[str]:
     try:
-        return set(json.loads(path.read_text()))
+        return set(json.loads((layout.var_dir / "nginx" / file).read_text()))
     except (OSError, ValueError):
         return set()
 
 
-def set_hung(layout: Layout, rpc: Any, names: set[str]) -> None:
-    """Record the hung instances and rewrite nginx's upstream accordingly."""
+def _keep(layout: Layout, file: str, names: set[str]) -> None:
+    path = layout.var_dir / "nginx" / file
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(sorted(names)))
+    temporary.replace(path)
+
+
+def hung(layout: Layout) -> set[str]:
+    """The instances the health watcher last found hung."""
+    return _names(layout, HUNG)
+
+
+def set_hung(var_dir: Path, rpc: Any, names: set[str]) -> None:
+    """Record the hung instances and rewrite nginx's upstream accordingly (with what
+    `ctl` took out, and the layout as it is now: `ctl scale` may have changed it)."""
+    layout = Layout.load(var_dir)
     with locked(layout):
-        (layout.var_dir / "nginx" / "hung.json").write_text(json.dumps(sorted(names)))
-        _write(layout, rpc, set())
+        layout = Layout.load(var_dir)
+        _keep(layout, HUNG, names)
+        _write(layout, rpc, _names(layout, TAKEN_OUT))
+
+
+def forget_marks(layout: Layout) -> None:
+    """A new cluster starts with every instance in: drop a last run's marks."""
+    for file in (HUNG, TAKEN_OUT):
+        (layout.var_dir / "nginx" / file).unlink(missing_ok=True)
 
 
 def set_upstream(layout: Layout, rpc: Any, down: set[str]) -> None:
-    """Rewrite nginx's upstream with `down` (and every stopped or hung app) out, and
-    reload nginx."""
+    """Take `down` out of nginx (for `ctl`: about to stop; empty to put them back), with
+    every stopped or hung app, and reload nginx."""
     with locked(layout):
+        _keep(layout, TAKEN_OUT, down)
         _write(layout, rpc, down)
 
 

@@ -14,11 +14,10 @@ import logging
 import time
 from pathlib import Path
 
-from service.ops.errors import OpsError
 from service.ops.layout import Layout
 from service.ops.probes import http_ok
 from service.ops.supervisor import process_states, supervisor
-from service.ops.upstream import set_hung
+from service.ops.upstream import hung, set_hung
 
 log = logging.getLogger(__name__)
 
@@ -31,40 +30,50 @@ ANSWERS_TO_WELL = 2
 
 
 def watch(var_dir: Path, rounds: int | None = None) -> None:
-    """Probe every instance every INTERVAL_S; forever, or for `rounds` rounds."""
-    failures: dict[str, int] = {}
-    answers: dict[str, int] = {}
-    sick: set[str] = set()
+    """Probe every instance every INTERVAL_S; forever, or for `rounds` rounds. Nothing
+    that goes wrong in a round stops the watcher: it logs and tries the next round."""
+    state = Health(hung(Layout.load(var_dir)))  # a restarted watcher goes on where it was
     done = 0
     while rounds is None or done < rounds:
         done += 1
         started = time.monotonic()
         try:
-            layout = Layout.load(var_dir)  # `ctl scale` changes it
-            states = process_states(layout)
-        except OpsError as exc:
-            log.warning("cannot see the cluster (%s); trying again", exc)
-            time.sleep(1.0)
-            continue
-        before = set(sick)
+            state.round(var_dir)
+        except Exception as exc:
+            log.warning("health round failed (%s: %s); next round as usual",
+                        type(exc).__name__, exc)
+        time.sleep(max(0.0, INTERVAL_S - (time.monotonic() - started)))
+
+
+class Health:
+    """What the watcher knows between rounds: each instance's run of probe outcomes."""
+
+    def __init__(self, sick: set[str]):
+        self.sick = set(sick)
+        self.failures: dict[str, int] = {}
+        self.answers: dict[str, int] = {}
+        self.written: set[str] | None = None  # what nginx last heard from us
+
+    def round(self, var_dir: Path) -> None:
+        layout = Layout.load(var_dir)  # `ctl scale` changes it
+        states = process_states(layout)
         for name, port in layout.apps.items():
             if states.get(name, {}).get("statename") != "RUNNING":
-                failures.pop(name, None)
-                sick.discard(name)  # stopped on purpose: ctl's business, not ours
-                continue
-            if http_ok(f"http://127.0.0.1:{port}/healthz", timeout_s=PROBE_TIMEOUT_S):
-                failures[name] = 0
-                answers[name] = answers.get(name, 0) + 1
-                if name in sick and answers[name] >= ANSWERS_TO_WELL:
-                    sick.discard(name)
+                self.failures.pop(name, None)
+                self.sick.discard(name)  # stopped on purpose: ctl's business, not ours
+            elif http_ok(f"http://127.0.0.1:{port}/healthz", timeout_s=PROBE_TIMEOUT_S):
+                self.failures[name] = 0
+                self.answers[name] = self.answers.get(name, 0) + 1
+                if name in self.sick and self.answers[name] >= ANSWERS_TO_WELL:
+                    self.sick.discard(name)
                     log.warning("%s answers again: back into nginx", name)
             else:
-                answers[name] = 0
-                failures[name] = failures.get(name, 0) + 1
-                if name not in sick and failures[name] >= FAILURES_TO_HUNG:
-                    sick.add(name)
+                self.answers[name] = 0
+                self.failures[name] = self.failures.get(name, 0) + 1
+                if name not in self.sick and self.failures[name] >= FAILURES_TO_HUNG:
+                    self.sick.add(name)
                     log.warning("%s does not answer /healthz: out of nginx", name)
-        sick &= set(layout.apps)
-        if sick != before:
-            set_hung(layout, supervisor(layout), sick)
-        time.sleep(max(0.0, INTERVAL_S - (time.monotonic() - started)))
+        self.sick &= set(layout.apps)
+        if self.sick != self.written:
+            set_hung(var_dir, supervisor(layout), self.sick)
+            self.written = set(self.sick)

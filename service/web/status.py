@@ -26,7 +26,11 @@ class StatusPollHandler(BaseHandler):
         entries = self.current_entries(skus)
         if cursors is not None and any(map(is_behind, entries, cursors)):
             entries = await self._catch_up(skus, entries, cursors)
-        seen_all = cursors is None or not any(map(is_ahead_of, entries, cursors))
+        # a bare version ahead of Redis itself is from before Redis started over: the
+        # client has not seen the current state, so it is news
+        seen_all = cursors is None or not any(
+            is_ahead_of(entry, cursor) or (cursor[0] is None and is_behind(entry, cursor))
+            for entry, cursor in zip(entries, cursors))
         if seen_all and not self.services.draining:
             waiter = self._waiter = self.services.hub.wait(skus)
             # jitter, so clients parked together do not all time out together
@@ -36,8 +40,11 @@ class StatusPollHandler(BaseHandler):
                 return
             waiter.cancel()
             entries = self.current_entries(skus)
-        if cursors is not None and any(map(is_behind, entries, cursors)):
-            # never an answer older than what the client has seen (its count would go back)
+        if cursors is not None and any(cursor[0] is not None and is_behind(entry, cursor)
+                                       for entry, cursor in zip(entries, cursors)):
+            # never an answer older than what the client has seen (its count would go back).
+            # A bare version (the seed's clients) may be from before Redis started over
+            # with a new epoch: Redis, read just now, is the truth, and it is answered.
             raise ApiError(503, "behind", "this instance has not caught up with the version "
                            "you have seen; retry shortly")
         now_ms = self.services.store.clock.now_ms()

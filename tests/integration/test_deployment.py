@@ -274,11 +274,18 @@ def _parent(entry: Path) -> int:
 async def test_a_hung_instance_is_taken_out_of_nginx_and_put_back(deployment):
     client = AsyncHTTPClient()
     pid = deployment.pids()["app-3"]
+    workers = set(nginx_pids(deployment)[1:])
     os.kill(pid, signal.SIGSTOP)  # it accepts connections and never answers
     try:
         stopped_at = time.monotonic()
         await wait_for_upstream(deployment, "app-3", down=True, timeout_s=5)
         assert time.monotonic() - stopped_at < 4, "the watcher took too long"
+        # and nginx has reloaded: new connections go to workers with the new upstream
+        # (old ones finish what they hold, on app-3 too, until nginx's read timeout)
+        deadline = time.monotonic() + 5
+        while not set(nginx_pids(deployment)[1:]) - workers:
+            assert time.monotonic() < deadline, "nginx did not reload"
+            await asyncio.sleep(0.1)
         answers = [await client.fetch(f"{deployment.base}/api/books", request_timeout=5)
                    for _ in range(15)]
         assert {a.headers["X-Instance"] for a in answers} <= {"app-1", "app-2"}

@@ -103,11 +103,11 @@ export function createConnection(skus, status, snapshots, forceLongPoll, timing)
       wsAttempt = 0;
       poll.stop();
       enter(State.WEBSOCKET);
-      listen(sock);
+      armSilence(sock);
     };
     sock.onmessage = function (ev) {
       if (ws !== sock) return;
-      listen(sock);
+      armSilence(sock);
       let msg;
       try { msg = JSON.parse(ev.data); } catch (e) { return; }
       if (msg && msg.type === 'heartbeat') return;
@@ -133,7 +133,7 @@ export function createConnection(skus, status, snapshots, forceLongPoll, timing)
   // The server spoke: it is alive until silentMs from now. A silent one is dropped at
   // once (a hung server would never finish the close handshake) and we reconnect,
   // through nginx, to an instance that answers.
-  function listen(sock) {
+  function armSilence(sock) {
     clearTimeout(silence);
     silence = setTimeout(function () {
       if (ws !== sock || stopped) return;
