@@ -20,7 +20,7 @@ from service.load.addresses import bind_fast_client, is_loopback_host, next_addr
 from service.load.outcomes import Outcome, classify
 from service.load.popularity import Popularity
 from service.load.records import Records
-from service.load.shop import all_books
+from service.load.shop import all_books, page_timing
 
 ids = itertools.count(1)
 
@@ -48,6 +48,14 @@ class Run:
     @classmethod
     def now_ms(cls) -> float:
         return time.time() * 1000 + cls.clock_offset_ms
+
+    heartbeat_s = 2.0  # the shop's, from its page: a socket silent 2.5 times this is dropped
+    longpoll_s = 25.0  # the shop's long-poll hold: a poll unanswered past it + 5 s is given up
+
+    @classmethod
+    def learn_timing(cls, host: str) -> None:
+        """Take the shop's heartbeat and long-poll timing, as its pages do."""
+        cls.heartbeat_s, cls.longpoll_s = page_timing(host.rstrip("/"))
 
     @classmethod
     def catalog(cls, host: str) -> Popularity:

@@ -84,6 +84,8 @@ def _started(environment: Any, **_: Any) -> None:
         Collector.current.expected = runner.worker_count  # each must send its records
     if not isinstance(runner, MasterRunner) and environment.host:
         Run.catalog(environment.host)  # before any user starts: not in the figures
+        Run.learn_timing(environment.host)
+        LongPollWatcher.network_timeout = Run.longpoll_s + 5.0
     Run.started_s = time.time()
     if not isinstance(runner, MasterRunner):
         gevent.spawn(_send_records, runner)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import concurrent.futures
 import http.client
 import json
+import re
 import urllib.error
 import urllib.request
 from typing import Any
@@ -18,6 +19,7 @@ from service.load.records import ACKED, UNKNOWN
 TIMEOUT_S = 10.0
 PARALLEL = 16
 PAGE = 200  # books per /api/books page (the shop's most)
+DEFAULT_HEARTBEAT_S, DEFAULT_LONGPOLL_S = 2.0, 25.0  # BB_HEARTBEAT_S, BB_LONGPOLL_TIMEOUT_S
 
 
 class ShopUnreachable(RuntimeError):
@@ -38,6 +40,20 @@ def check(base: str) -> int:
                               "start one with `make demo`, or point --url at a running shop"
                               ) from None
     return int(headers.get("X-Total-Count", "0"))
+
+
+def page_timing(base: str) -> tuple[float, float]:
+    """(heartbeat s, long-poll hold s) the shop tells its pages (data-* of its front page),
+    or the shop's defaults when the page does not say."""
+    try:
+        with urllib.request.urlopen(base + "/", timeout=TIMEOUT_S) as reply:
+            page = reply.read().decode("utf-8", "replace")
+    except (urllib.error.URLError, OSError, http.client.HTTPException):
+        return DEFAULT_HEARTBEAT_S, DEFAULT_LONGPOLL_S
+    found = {name: float(value) for name, value in
+             re.findall(r'data-(heartbeat|longpoll)-s="([\d.]+)"', page)}
+    return (found.get("heartbeat", DEFAULT_HEARTBEAT_S),
+            found.get("longpoll", DEFAULT_LONGPOLL_S))
 
 
 def all_books(base: str) -> tuple[list[dict[str, Any]], int]:

@@ -16,9 +16,9 @@ from service.load.outcomes import Outcome
 from service.load.records import Watcher
 
 WATCHED_SKUS = (1, 8)
-# a socket silent this long (two and a half of the shop's default 2 s heartbeats) counts
-# as dropped, as the page counts it
-SILENT_S = 5.0  # a watcher watches between 1 and 8 books (a page's worth at most)
+# a socket silent for two and a half of the shop's heartbeats counts as dropped, as the
+# page counts it
+SILENT_HEARTBEATS = 2.5  # a watcher watches between 1 and 8 books (a page's worth at most)
 
 
 class LongPollWatcher(ShopHttpUser):
@@ -26,7 +26,7 @@ class LongPollWatcher(ShopHttpUser):
     after the shop's default hold time (25 s) and a margin, as the page does."""
 
     wait_time = constant(0)
-    network_timeout = 25.0 + 5.0
+    network_timeout = 25.0 + 5.0  # set from the shop's hold at the test's start
 
     def on_start(self) -> None:
         super().on_start()
@@ -106,7 +106,7 @@ class WebSocketWatcher(User):
         self.failures = 0
         self.opening = set(self.skus)
         self.watcher.connected = True
-        self.ws.settimeout(SILENT_S)
+        self.ws.settimeout(Run.heartbeat_s * SILENT_HEARTBEATS)
 
     @task
     def listen(self) -> None:
