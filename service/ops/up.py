@@ -135,7 +135,8 @@ def _print_urls(layout: Layout) -> None:
              f"  catalog         {base}/books",
              f"  tweets/second   {base}/rate?q=tornado",
              f"  cluster admin   {base}/admin/cluster?token={token}",
-             f"  metrics         {base}/metrics (each instance: add its own port)"]
+             "  metrics         on each instance's own port below, at /metrics "
+             "(not through nginx)"]
     lines += [f"  {name:<15} http://127.0.0.1:{port}/" for name, port in layout.apps.items()]
     lines += [f"  redis           redis://127.0.0.1:{layout.redis_port}/0",
               f"  upstream sim    http://127.0.0.1:{layout.upstream_port}/stats",

@@ -18,6 +18,14 @@ from service.web.services import Services
 
 log = logging.getLogger(__name__)
 
+# on every answer: no sniffing of types, no framing by other sites, no full URLs to others
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
+
 
 if TYPE_CHECKING:
     # the mixin always sits beside a RequestHandler (or a WebSocketHandler, which is one)
@@ -35,6 +43,9 @@ class ShopMixin(_Handler):
         return services
 
     def set_default_headers(self) -> None:
+        self.clear_header("Server")  # which server and version is nobody's business
+        for name, value in SECURITY_HEADERS.items():
+            self.set_header(name, value)
         self.set_header("X-Instance", self.services.config.instance_id)
         # the Redis clock (as this instance estimates it), which changedAt is on
         self.set_header("X-Server-Time", self.services.store.clock.now_ms())

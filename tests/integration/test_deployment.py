@@ -71,8 +71,11 @@ async def test_answers_come_from_every_instance_and_static_files_from_nginx(depl
         seen.add(reply.headers["X-Instance"])
     assert seen == {"app-1", "app-2", "app-3"}
     static = await client.fetch(f"{deployment.base}/static/js/shop.js")
-    assert static.headers["Server"].startswith("nginx") and "X-Instance" not in static.headers
-    metrics = (await client.fetch(f"{deployment.base}/metrics")).body.decode()
+    assert static.headers["Server"] == "nginx" and "X-Instance" not in static.headers
+    # the figures are scraped on each instance's own port, never through the front
+    hidden = await client.fetch(f"{deployment.base}/metrics", raise_error=False)
+    assert hidden.code == 404 and "bb_open_connections" not in hidden.body.decode()
+    metrics = (await client.fetch(f"{deployment.app_base('app-1')}/metrics")).body.decode()
     assert 'bb_open_connections{transport="websocket"}' in metrics
 
 

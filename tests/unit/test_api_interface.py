@@ -104,3 +104,17 @@ async def test_a_long_poll_never_answers_older_than_its_cursor(start_app):
         assert reply.code == 503 and json.loads(reply.body)["error"] == "behind"
     finally:
         client.close()
+
+
+async def test_every_answer_carries_the_security_headers_and_no_server(shop):
+    app, _, _ = shop
+    client = AsyncHTTPClient(force_instance=True)
+    try:
+        for path in ("/", "/books", "/api/books", "/no-such-page", "/cart/status?sku=nope"):
+            reply = await client.fetch(app.base + path, raise_error=False)
+            assert reply.headers["X-Content-Type-Options"] == "nosniff", path
+            assert "frame-ancestors 'none'" in reply.headers["Content-Security-Policy"], path
+            assert reply.headers["Referrer-Policy"] == "same-origin", path
+            assert "Server" not in reply.headers, path
+    finally:
+        client.close()
