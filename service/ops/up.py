@@ -141,7 +141,7 @@ def _print_urls(layout: Layout) -> None:
     lines += [f"  redis           redis://127.0.0.1:{layout.redis_port}/0",
               f"  upstream sim    http://127.0.0.1:{layout.upstream_port}/stats",
               "Operate it: python -m service ctl status | stop app-2 | start app-2 | "
-              "restart app-2 | restart-all",
+              "restart app-2 | restart-all | scale N",
               f"Logs in {layout.logs}. Press Ctrl-C to stop everything."]
     print("\n".join(lines), flush=True)
 
