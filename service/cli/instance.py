@@ -10,7 +10,8 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from service.cli.common import bounded, setup_logging
+from service.arguments import bounded
+from service.cli.common import setup_logging
 from service.config import Config
 from service.listen import PortInUse
 

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from service.cli.common import bounded, setup_logging
+from service.arguments import bounded
+from service.cli.common import setup_logging
 from service.config import Config
 from service.inventory.catalog import CatalogError
 from service.listen import PortInUse

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from service.arguments import bounded
 from service.load import judge as judging
 from service.load import report
 from service.load.options import add_slo_flags, parse_duration, slos_from
@@ -35,14 +36,7 @@ class LoadError(RuntimeError):
     """The run cannot start; the message names the fix (exit code 2)."""
 
 
-def count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 0 <= value <= 100_000:
-        raise argparse.ArgumentTypeError(f"{text!r} is out of range: 0 to 100000")
-    return value
+count = bounded(int, 0, 100_000)
 
 
 def processes(text: str) -> int:

@@ -6,6 +6,8 @@ import argparse
 import dataclasses
 import re
 
+from service.arguments import bounded
+
 _DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?")
 
 
@@ -51,7 +53,7 @@ def add_slo_flags(parser: argparse.ArgumentParser) -> None:
         "failure_ratio": "failed requests / all requests (0 to 1)",
     }
     for flag, (name, _) in SLO_FLAGS.items():
-        parser.add_argument(flag, dest=f"slo_{name}", type=_non_negative, default=None,
+        parser.add_argument(flag, dest=f"slo_{name}", type=bounded(float, 0), default=None,
                             metavar="N", help=f"fail the run when the {helps[name]} is over N")
 
 
@@ -59,13 +61,3 @@ def slos_from(args: argparse.Namespace) -> list[Slo]:
     """The SLOs given on the command line."""
     return [Slo(name, value, unit) for _, (name, unit) in SLO_FLAGS.items()
             if (value := getattr(args, f"slo_{name}", None)) is not None]
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value != value or value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
-    return value
