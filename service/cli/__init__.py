@@ -1,12 +1,12 @@
 """Command line: `python -m service serve | stock show|set|reset | catalog generate | up |
-ctl | upstream-sim | load`."""
+ctl | upstream-sim | load | drill`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from service.cli import instance, load, local
+from service.cli import drill, instance, load, local
 from service.config import ConfigError
 from service.inventory.catalog import CatalogError
 
@@ -17,6 +17,7 @@ def parser() -> argparse.ArgumentParser:
     instance.register(commands)
     local.register(commands)
     load.register(commands)
+    drill.register(commands)
     return top
 
 

@@ -118,3 +118,12 @@ def deliver(environment: Any, transport: str, lag_ms: float, size: int) -> None:
     environment.events.request.fire(request_type=transport, name="deliver",
                                     response_time=max(0.0, lag_ms), response_length=size,
                                     exception=None, context={})
+    if Run.records.timeline is not None:
+        Run.records.timeline.delivery(time.time() * 1000, lag_ms)
+
+
+def now_holds(watcher_id: str, snapshot: dict[str, Any], arrived_ms: float) -> None:
+    """For the drills' timeline: the watcher now shows this snapshot's version."""
+    if Run.records.timeline is not None:
+        Run.records.timeline.holds(watcher_id, snapshot["sku"],
+                                   int(snapshot.get("changedAt") or 0), arrived_ms)

@@ -21,15 +21,13 @@ from urllib.parse import urlsplit
 from service.arguments import bounded
 from service.load import judge as judging
 from service.load import report
-from service.load.options import add_slo_flags, parse_duration, slos_from
+from service.load.options import FLUSH_S, add_slo_flags, parse_duration, slos_from
 from service.load.shop import ShopUnreachable, check, release, state_after
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 DEMO_REDIS_URL = "redis://127.0.0.1:6390/0"  # `make demo`'s
 COUNTS = ("shoppers", "ws_watchers", "lp_watchers", "rate_readers")
 DEFAULTS = {"shoppers": 40, "ws_watchers": 100, "lp_watchers": 20, "rate_readers": 4}
-# the master waits this long after the settle for the workers' final records
-FLUSH_S = 3.0
 
 
 class LoadError(RuntimeError):
@@ -145,8 +143,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def locust_command(args: argparse.Namespace, base: str, users: dict[str, int],
-                   out: Path) -> list[str]:
-    command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--host", base,
+                   out: Path, extra: tuple[str, ...] = ()) -> list[str]:
+    """Locust's command line for this run; `extra`: more --bb-* options (the drills')."""
+    command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--host", base, *extra,
                "--bb-load-s", str(args.duration), "--bb-settle-s", str(args.settle),
                "--bb-clock-offset-ms", str(args.clock_offset_ms),
                "--bb-think-s", str(args.think)]

@@ -20,8 +20,10 @@ from locust import between, events
 from locust.runners import MasterRunner, WorkerRunner
 
 from service.load.client import Run
+from service.load.options import FLUSH_S
 from service.load.records import merge
 from service.load.shoppers import RateReader, Shopper
+from service.load.timeline import Timeline
 from service.load.watchers import LongPollWatcher, WebSocketWatcher
 
 __all__ = ["LongPollWatcher", "RateReader", "Shopper", "WebSocketWatcher"]
@@ -30,6 +32,7 @@ USER_CLASSES = {"shoppers": Shopper, "ws_watchers": WebSocketWatcher,
                 "lp_watchers": LongPollWatcher, "rate_readers": RateReader}
 RECORDS_MESSAGE = "bb_records"
 SEND_INTERVAL_S = 1.0
+STOP_POLL_S = 0.2
 PROGRESS_INTERVAL_S = 2.0
 
 
@@ -50,6 +53,10 @@ def _options(parser: Any) -> None:
                        help="give every virtual user its own 127.x.y.z (loopback targets)")
     group.add_argument("--bb-clock-offset-ms", type=float, default=0.0,
                        help="the shop's clock minus this machine's (delivery lag)")
+    group.add_argument("--bb-timeline", action="store_true",
+                       help="record events in time (for the drills' judge and chart)")
+    group.add_argument("--bb-stop-file", default="",
+                       help="end the load when this file appears (then settle and quit)")
 
 
 @events.init.add_listener
@@ -77,6 +84,8 @@ def _started(environment: Any, **_: Any) -> None:
     Run.settle_s = options.bb_settle_s
     Run.bind_sources = options.bb_bind_sources
     Run.clock_offset_ms = options.bb_clock_offset_ms
+    if options.bb_timeline:
+        Run.records.timeline = Timeline()
     Shopper.wait_time = between(options.bb_think_s / 3, options.bb_think_s * 5 / 3)
     runner = environment.runner
     Run.process_index = runner.worker_index + 1 if isinstance(runner, WorkerRunner) else 0
@@ -87,16 +96,29 @@ def _started(environment: Any, **_: Any) -> None:
         Run.learn_timing(environment.host)
         LongPollWatcher.network_timeout = Run.longpoll_s + 5.0
     Run.started_s = time.time()
+    if options.bb_stop_file:
+        gevent.spawn(_stop_when_file_appears, Path(options.bb_stop_file), environment)
     if not isinstance(runner, MasterRunner):
         gevent.spawn(_send_records, runner)
     if not isinstance(runner, WorkerRunner):
         gevent.spawn(_progress, environment)
 
 
+def _stop_when_file_appears(path: Path, environment: Any) -> None:
+    """The drills end the load when the fault has passed, however long it took: the load
+    stops now, the watchers settle, and the master (or lone process) then quits."""
+    while not path.exists():
+        gevent.sleep(STOP_POLL_S)
+    Run.load_s = min(Run.load_s, time.time() - Run.started_s)
+    if not isinstance(environment.runner, WorkerRunner):
+        gevent.sleep(Run.settle_s + FLUSH_S)
+        environment.runner.quit()
+
+
 def _send_records(runner: Any) -> None:
     """Send this process's records to the master every second, and once more at the end."""
-    end_s = Run.started_s + Run.load_s + Run.settle_s
     while True:
+        end_s = Run.started_s + Run.load_s + Run.settle_s  # a stop file moves it
         final = time.time() >= end_s
         runner.send_message(RECORDS_MESSAGE, {"final": final, "records": Run.records.to_dict()})
         if final:

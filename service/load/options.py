@@ -8,6 +8,9 @@ import re
 
 from service.arguments import bounded
 
+# after the watchers' settle, the master waits this long for every process's final records
+FLUSH_S = 3.0
+
 _DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?")
 
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import time
 from typing import Any
 
 from service.load.outcomes import Outcome
+from service.load.timeline import Timeline, merge_timelines
 
 ACKED, RELEASED, UNKNOWN = "acked", "released", "unknown"
 
@@ -49,6 +51,7 @@ class Records:
         self.instances: collections.Counter[str] = collections.Counter()
         self.cache: collections.Counter[str] = collections.Counter()
         self.clock_offsets_ms: list[float] = []
+        self.timeline: Timeline | None = None  # kept when the run asks (the drills do)
 
     # ------------------------------------------------------------ recording
 
@@ -56,6 +59,8 @@ class Records:
         self.outcomes[kind][outcome.value] += 1
         if instance:
             self.instances[instance] += 1
+        if self.timeline is not None:
+            self.timeline.request(time.time() * 1000, kind, outcome.value)
 
     def hold(self, session: str, sku: str, state: str, server_ms: int = 0) -> None:
         """The session's hold of `sku` is now acked, released or unknown."""
@@ -65,6 +70,8 @@ class Records:
         """A client saw a snapshot; returns whether it was news to it (a newer version)."""
         sku, count = snapshot["sku"], int(snapshot["inventoryCount"])
         epoch, version = str(snapshot["epoch"]), int(snapshot["version"])
+        if self.timeline is not None:
+            self.timeline.change(sku, int(snapshot.get("changedAt") or 0))
         if count < 0:
             self.negative_counts += 1
             self._example(f"{client} saw {sku} at count {count} (version {version})")
@@ -103,6 +110,7 @@ class Records:
             "instances": dict(self.instances),
             "cache": dict(self.cache),
             "clock_offsets_ms": self.clock_offsets_ms,
+            "timeline": self.timeline.to_dict() if self.timeline is not None else None,
         }
 
 
@@ -127,4 +135,6 @@ def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
     merged["instances"] = dict(merged["instances"])
     merged["cache"] = dict(merged["cache"])
     merged["outcomes"] = {kind: dict(counts) for kind, counts in merged["outcomes"].items()}
+    timelines = [part["timeline"] for part in parts if part.get("timeline")]
+    merged["timeline"] = merge_timelines(timelines) if timelines else None
     return merged

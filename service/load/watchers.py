@@ -11,14 +11,14 @@ import websocket
 from locust import User, constant, task
 
 from service.load.addresses import connected_socket, is_loopback_host, next_address
-from service.load.client import Run, ShopHttpUser, deliver, ids
+from service.load.client import Run, ShopHttpUser, deliver, ids, now_holds
 from service.load.outcomes import Outcome
 from service.load.records import Watcher
 
-WATCHED_SKUS = (1, 8)
-# a socket silent for two and a half of the shop's heartbeats counts as dropped, as the
-# page counts it
-SILENT_HEARTBEATS = 2.5  # a watcher watches between 1 and 8 books (a page's worth at most)
+WATCHED_SKUS = (1, 8)  # a watcher watches between 1 and 8 books (a page's worth at most)
+# a socket silent for two and a quarter of the shop's heartbeats counts as dropped, as the
+# page counts it (static/js/shop/connection.js)
+SILENT_HEARTBEATS = 2.25
 
 
 class LongPollWatcher(ShopHttpUser):
@@ -59,6 +59,8 @@ class LongPollWatcher(ShopHttpUser):
             before = self.cursors.get(sku)
             news = Run.records.saw(self.client_id, snapshot)
             self.cursors[sku] = (snapshot["epoch"], int(snapshot["version"]))
+            if news:
+                now_holds(self.client_id, snapshot, arrived_ms)
             if news and before is not None and snapshot.get("changedAt"):
                 self.watcher.deliveries += 1
                 deliver(self.environment, "LP", arrived_ms - snapshot["changedAt"],
@@ -137,9 +139,11 @@ class WebSocketWatcher(User):
             if not self.opening:
                 Run.records.outcome("ws connect", Outcome.OK, snapshot.get("instance"))
             self.watcher.instance = snapshot.get("instance", "")
-            Run.records.saw(self.client_id, snapshot)
+            if Run.records.saw(self.client_id, snapshot):
+                now_holds(self.client_id, snapshot, arrived_ms)
             return
         if Run.records.saw(self.client_id, snapshot) and snapshot.get("changedAt"):
+            now_holds(self.client_id, snapshot, arrived_ms)
             self.watcher.deliveries += 1
             deliver(self.environment, "WS", arrived_ms - snapshot["changedAt"], len(raw))
 

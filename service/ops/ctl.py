@@ -12,6 +12,7 @@ import xmlrpc.client
 from collections.abc import Callable
 from pathlib import Path
 
+from service.ops.bridge import bridged
 from service.ops.errors import OpsError
 from service.ops.layout import Layout
 from service.ops.probes import is_ready, wait_until
@@ -82,6 +83,11 @@ class Controller:
             self.out(f"{name}: running")
 
     def restart(self, name: str) -> None:
+        if name == "nginx":
+            with bridged(self.layout):  # no refused connection meanwhile
+                self.stop(name)
+                self.start(name)
+            return
         self.stop(name)
         self.start(name)
 

@@ -26,9 +26,11 @@ export function createConnection(skus, status, snapshots, forceLongPoll, timing)
   let wsAttempt = 0;            // backoff exponent of socket reconnects
   let wsTimer = null;           // the next socket attempt
   let silence = null;           // fires when the open socket has been silent too long
-  // a server that asked nothing of us still sends heartbeats; two missed (and a little)
-  // mean it is hung or gone, even if the TCP connection looks open
-  const silentMs = timing.heartbeatMs * MISSED_HEARTBEATS + timing.heartbeatMs / 2;
+  // a server that asked nothing of us still sends heartbeats; two missed (and a quarter
+  // of one for a busy server's timer) mean it is hung or gone, even if the TCP connection
+  // looks open. The last message came up to one interval before the server stopped, so
+  // a silent server is noticed within 2.25 intervals of stopping (4.5 s by default).
+  const silentMs = timing.heartbeatMs * MISSED_HEARTBEATS + timing.heartbeatMs / 4;
 
   function enter(next) {
     if (state === next) return;

@@ -1,0 +1,162 @@
+"""The faults of the drills, as Chaos Toolkit actions (`"type": "python"` providers of
+deploy/drills/*.json), and the rollback that puts the cluster back whatever happened.
+
+Each takes the cluster's var/ folder (the experiments' `var_dir` configuration) and signals
+only processes this cluster's supervisord started, by the PIDs it reports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+import signal
+import time
+import urllib.request
+import xmlrpc.client
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from service.ops.ctl import Controller
+from service.ops.errors import OpsError
+from service.ops.layout import Layout
+from service.ops.probes import is_ready, wait_until
+from service.ops.scale import scale
+from service.ops.supervisor import process_states
+
+log = logging.getLogger("chaostoolkit")
+SCALED_FROM = "drill-scaled-from.json"  # the instance count before scale_by, for restore
+READY_TIMEOUT_S = 60.0
+
+
+def _layout(var_dir: str) -> Layout:
+    return Layout.load(Path(var_dir))
+
+
+def _target(layout: Layout, name: str) -> str:
+    """The process a fault is for: `name`, or the last instance when none is given."""
+    return name or list(layout.apps)[-1]
+
+
+def _pid(layout: Layout, name: str) -> int:
+    info = process_states(layout).get(name)
+    if info is None or not info["pid"]:
+        raise OpsError(f"{name} is not running, so the fault cannot be injected")
+    return int(info["pid"])
+
+
+def _controller(layout: Layout) -> Controller:
+    return Controller(layout, out=log.info)
+
+
+def kill_process(var_dir: str, name: str = "") -> dict[str, Any]:
+    """kill -9 a process (default: the last instance); supervisor starts it again."""
+    layout = _layout(var_dir)
+    target = _target(layout, name)
+    pid = _pid(layout, target)
+    os.kill(pid, signal.SIGKILL)
+    log.info("killed %s (pid %d) with SIGKILL", target, pid)
+    return {"killed": target, "pid": pid}
+
+
+def pause_process(var_dir: str, name: str = "", seconds: float = 20.0) -> dict[str, Any]:
+    """SIGSTOP a process (default: the last instance) for `seconds`, then SIGCONT: a
+    process that is there but answers nothing."""
+    layout = _layout(var_dir)
+    target = _target(layout, name)
+    pid = _pid(layout, target)
+    os.kill(pid, signal.SIGSTOP)
+    log.info("stopped %s (pid %d) with SIGSTOP for %gs", target, pid, float(seconds))
+    try:
+        time.sleep(float(seconds))
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    return {"paused": target, "pid": pid, "seconds": float(seconds)}
+
+
+def restart(var_dir: str, name: str) -> dict[str, Any]:
+    """`ctl restart NAME` (nginx, redis, upstream-sim or an instance)."""
+    started = time.monotonic()
+    _controller(_layout(var_dir)).restart(name)
+    return {"restarted": name, "seconds": round(time.monotonic() - started, 2)}
+
+
+def restart_all(var_dir: str) -> dict[str, Any]:
+    """`ctl restart-all`: the rolling restart of a deploy."""
+    started = time.monotonic()
+    _controller(_layout(var_dir)).restart_all()
+    return {"seconds": round(time.monotonic() - started, 2)}
+
+
+def drop_subscriptions(var_dir: str) -> dict[str, Any]:
+    """CLIENT KILL TYPE pubsub: every instance's subscription connection is cut."""
+    layout = _layout(var_dir)
+    client = redis.Redis(host="127.0.0.1", port=layout.redis_port, socket_timeout=5)
+    with contextlib.closing(client):
+        killed = int(client.client_kill_filter(_type="pubsub"))
+    log.info("killed %d pub/sub connection(s)", killed)
+    return {"killed": killed}
+
+
+def _simulator(layout: Layout, mode: str) -> None:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{layout.upstream_port}/control", method="POST",
+        data=json.dumps({"mode": mode, "extra_latency_ms": 0}).encode(),
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as reply:
+        reply.read()
+
+
+def upstream_outage(var_dir: str, seconds: float = 20.0) -> dict[str, Any]:
+    """The search API answers 500 to everything for `seconds`, then recovers."""
+    layout = _layout(var_dir)
+    _simulator(layout, "500")
+    log.info("upstream failing for %gs", float(seconds))
+    try:
+        time.sleep(float(seconds))
+    finally:
+        _simulator(layout, "ok")
+    return {"seconds": float(seconds)}
+
+
+def scale_by(var_dir: str, delta: int) -> dict[str, Any]:
+    """`ctl scale` to the current count plus `delta` (the first change of a drill
+    remembers the count it started from, for restore)."""
+    layout = _layout(var_dir)
+    marker = layout.var_dir / SCALED_FROM
+    if not marker.exists():
+        marker.write_text(json.dumps({"instances": layout.instances}))
+    target = layout.instances + int(delta)
+    scale(_controller(layout), target)
+    return {"instances": target}
+
+
+def restore(var_dir: str) -> dict[str, Any]:
+    """The rollback of every drill: every process continued and running, the search API
+    healthy, the instance count the drill started from, every instance ready and in
+    nginx. Safe to run when nothing is wrong."""
+    layout = _layout(var_dir)
+    controller = _controller(layout)
+    for name, info in process_states(layout).items():
+        if info["pid"]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(info["pid"]), signal.SIGCONT)
+        if info["statename"] not in ("RUNNING", "STARTING"):
+            log.info("restore: starting %s (%s)", name, info["statename"])
+            with contextlib.suppress(xmlrpc.client.Fault):
+                controller.rpc.supervisor.startProcess(name, True)
+    with contextlib.suppress(OSError):
+        _simulator(layout, "ok")
+    marker = layout.var_dir / SCALED_FROM
+    if marker.exists():
+        scale(controller, int(json.loads(marker.read_text())["instances"]))
+        marker.unlink()
+        layout = _layout(var_dir)
+    for name, port in layout.apps.items():
+        wait_until(functools.partial(is_ready, port), READY_TIMEOUT_S, f"{name} becoming ready")
+    controller.set_upstream(set())
+    return {"instances": layout.instances}

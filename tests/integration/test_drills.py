@@ -1,0 +1,109 @@
+"""`python -m service drill` against a real two-instance cluster of `up`: shortened drills
+(a few seconds of load on each side of the fault, relaxed time budgets for a shared
+machine) end `pass` with every figure; a drill that must fail its budget ends `fail`
+with exit code 1; bad input exits 2 before any fault; the shop is back afterwards."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from service.drills.catalog import DRILLS
+from support.deployment import ROOT, Deployment
+
+pytestmark = pytest.mark.timeout(240)
+
+SHORT = ["--duration", "3s", "--settle", "2s", "--relax", "3", "--shoppers", "6",
+         "--ws-watchers", "12", "--lp-watchers", "4", "--rate-readers", "1"]
+FIGURES = {"steady_state", "lost_acked_holds", "negative_counts", "version_regressions",
+           "failure_ratio", "longest_failure_window_s", "ws_converge_s", "lp_converge_s",
+           "ready_after_s"}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    deployment = Deployment(tmp_path_factory.mktemp("drills") / "var", instances=2)
+    deployment.start()
+    yield deployment
+    deployment.stop()
+
+
+def drill(cluster: Deployment, out, *args: str, timeout_s: float = 200):
+    return subprocess.run([sys.executable, "-m", "service", "drill", *args, "--var-dir",
+                           str(cluster.var_dir), "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout_s)
+
+
+def assert_shop_back(cluster: Deployment) -> None:
+    """Every instance ready and no copy held: the drill released its load's holds."""
+    status = cluster.ctl("status")
+    assert status.count(" yes") == 2, status
+    redis = cluster.redis()
+    held = sum(redis.zcard(key) for key in redis.scan_iter("bb:{*}:holds"))
+    assert held == 0
+
+
+@pytest.mark.parametrize("name", ["kill-node", "hung-node", "restart-redis"])
+def test_a_shortened_drill_passes_with_every_figure(cluster, tmp_path, name):
+    done = drill(cluster, tmp_path, name, *SHORT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((tmp_path / name / "summary.json").read_text())
+    assert summary["verdict"] == "pass"
+    assert set(summary["figures"]) >= FIGURES
+    assert all(result["value"] is not None for result in summary["figures"].values())
+    journal = json.loads((tmp_path / name / "journal.json").read_text())
+    assert journal["status"] == "completed" and journal["rollbacks"]
+    assert (tmp_path / name / "timeline.png").stat().st_size > 10_000
+    assert f"drill {name}: pass" in done.stdout
+    assert_shop_back(cluster)
+
+
+def test_a_budget_the_fault_must_break_fails(cluster, tmp_path):
+    """Every instance killed at once, with no failure allowed: the verdict is fail."""
+    experiment = json.loads(DRILLS["kill-node"].experiment.read_text())
+    kill = experiment["method"][0]
+    experiment["method"] = [
+        {**kill, "name": f"kill-9-{app}",
+         "provider": {**kill["provider"], "arguments": {"var_dir": "${var_dir}", "name": app}}}
+        for app in ("app-1", "app-2")]
+    path = tmp_path / "kill-every-node.json"
+    path.write_text(json.dumps(experiment))
+    done = drill(cluster, tmp_path, "kill-node", "--experiment", str(path),
+                 "--budget-failure-ratio", "0", *SHORT)
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((tmp_path / "kill-node" / "summary.json").read_text())
+    assert summary["verdict"] == "fail"
+    assert summary["figures"]["failure_ratio"]["met"] is False
+    assert summary["requests"]["failed"] > 0
+    assert "failure_ratio" in done.stdout.splitlines()[-1]
+    assert_shop_back(cluster)
+
+
+@pytest.mark.parametrize("args, reason", [
+    (["no-such-drill"], "invalid choice"),
+    (["kill-node", "--duration", "soon"], "is not a duration"),
+    (["kill-node", "--var-dir", "/nonexistent"], "no cluster was started"),
+    (["kill-node", "--shoppers", "0"], "at least one --shoppers"),
+])
+def test_bad_input_exits_2_before_any_fault(cluster, tmp_path, args, reason):
+    pids = cluster.pids()
+    done = subprocess.run([sys.executable, "-m", "service", "drill", *args, "--out",
+                           str(tmp_path), *([] if "--var-dir" in args else
+                                            ["--var-dir", str(cluster.var_dir)])],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and reason in done.stderr, done.stderr
+    assert cluster.pids() == pids  # nothing was killed or restarted
+
+
+def test_kill_node_on_a_one_instance_cluster_exits_2(tmp_path):
+    single = Deployment(tmp_path / "var", instances=1)
+    single.start()
+    try:
+        done = drill(single, tmp_path / "out", "kill-node")
+        assert done.returncode == 2
+        assert "needs at least 2 instances" in done.stderr and "ctl scale 2" in done.stderr
+    finally:
+        single.stop()
