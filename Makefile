@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint load load-scaling bench-load test-unit test-integration test-e2e deps deps-browser screenshots venv bench-fanout bench-seed bench-seed-deps clean
+.PHONY: demo test lint load drill drills load-scaling bench-load test-unit test-integration test-e2e deps deps-browser screenshots venv bench-fanout bench-seed bench-seed-deps clean
 
 # The virtualenv is rebuilt whenever pyproject.toml changes.
 venv: $(VENV)/.installed
@@ -55,6 +55,15 @@ bench-fanout: deps venv
 # Load test of the running `make demo` cluster, with a verdict (service/load/).
 load: venv
 	$(BIN)/python -m service load $(ARGS)
+
+# The runbook's exercises under load, judged (service/drills/), against the running
+# `make demo` cluster: `make drill NAME=kill-node [ARGS=...]`, or every drill.
+drill: venv
+	@test -n "$(NAME)" || { echo "usage: make drill NAME=<drill> (see deploy/RUNBOOK.md)"; exit 2; }
+	$(BIN)/python -m service drill $(NAME) $(ARGS)
+
+drills: venv
+	$(BIN)/python -m service drill all $(ARGS)
 
 # Cart throughput and delivery lag against 1, 2, 3 instances: docs/load-scaling.png.
 load-scaling: deps venv

@@ -19,6 +19,7 @@ WATCHED_SKUS = (1, 8)  # a watcher watches between 1 and 8 books (a page's worth
 # a socket silent for two and a quarter of the shop's heartbeats counts as dropped, as the
 # page counts it (static/js/shop/connection.js)
 SILENT_HEARTBEATS = 2.25
+RECONNECT_JITTER_S = 0.25  # the page's first backoff step (static/js/shop/timing.js)
 
 
 class LongPollWatcher(ShopHttpUser):
@@ -117,17 +118,12 @@ class WebSocketWatcher(User):
             return
         try:
             raw = self.ws.recv()
-        except websocket.WebSocketTimeoutException:
-            # not even a heartbeat: the server is hung or gone, as the page would judge
-            self.ws.close(timeout=0)
-            self.ws = None
-            return
         except (OSError, websocket.WebSocketException):
-            self.ws.close(timeout=0)
-            self.ws = None  # dropped: reconnect (with backoff if that fails)
+            # dropped, or silent past the heartbeats (hung or gone, as the page judges)
+            self.dropped()
             return
         if not raw:
-            self.ws = None
+            self.dropped()
             return
         arrived_ms = Run.now_ms()
         snapshot = json.loads(raw)
@@ -146,6 +142,14 @@ class WebSocketWatcher(User):
             now_holds(self.client_id, snapshot, arrived_ms)
             self.watcher.deliveries += 1
             deliver(self.environment, "WS", arrived_ms - snapshot["changedAt"], len(raw))
+
+    def dropped(self) -> None:
+        """Reconnect as the page does after a live socket dropped: after a jittered pause
+        of up to 250 ms, so the sockets of a stopped server do not all return at once."""
+        if self.ws is not None:
+            self.ws.close(timeout=0)
+        self.ws = None
+        gevent.sleep(RECONNECT_JITTER_S * self.rng.random())
 
     def on_stop(self) -> None:
         if self.ws is not None:
