@@ -31,6 +31,10 @@ class Config:
     # True when BB_COOKIE_SECRET was unset and a random one was made for this process
     cookie_secret_is_random: bool = False
     hold_ttl_s: float = 900.0
+    # a re-add extends a hold only up to this long after its first add
+    hold_max_s: float = 3600.0
+    # copies one client address may hold at once (0: no cap)
+    max_holds_per_address: int = 10
     longpoll_timeout_s: float = 25.0
     drain_s: float = 10.0
     sweep_interval_s: float = 0.5
@@ -68,6 +72,11 @@ class Config:
             cookie_secret=secret or secrets.token_hex(32),
             cookie_secret_is_random=not secret,
             hold_ttl_s=_number(env, "BB_HOLD_TTL_S", cls.hold_ttl_s, float, minimum=0.1),
+            hold_max_s=_number(env, "BB_HOLD_MAX_S", cls.hold_max_s, float, minimum=0.1,
+                               maximum=30 * 24 * 3600),
+            max_holds_per_address=_number(env, "BB_MAX_HOLDS_PER_ADDRESS",
+                                          cls.max_holds_per_address, int, minimum=0,
+                                          maximum=1_000_000),
             longpoll_timeout_s=_number(env, "BB_LONGPOLL_TIMEOUT_S", cls.longpoll_timeout_s,
                                        float, minimum=0.1, maximum=3600),
             drain_s=_number(env, "BB_DRAIN_S", cls.drain_s, float, minimum=0, maximum=3600),

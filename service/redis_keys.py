@@ -41,10 +41,27 @@ def changed_at_key(sku: str) -> str:
     return f"{KEY_PREFIX}:{{{sku}}}:at"
 
 
+def holders_key(sku: str) -> str:
+    """Hash: session id -> "<first add ms> <client address>" of its hold (see ADD)."""
+    return f"{KEY_PREFIX}:{{{sku}}}:holders"
+
+
 def sku_keys(sku: str) -> list[str]:
     """The keys every inventory script takes, in the scripts' KEYS order."""
     return [stock_key(sku), holds_key(sku), version_key(sku), epoch_key(sku),
-            changed_at_key(sku)]
+            changed_at_key(sku), holders_key(sku)]
+
+
+# Sorted set per client address: "<sku> <session id>" -> that hold's expiry (ms). Counts
+# the copies an address holds, for BB_MAX_HOLDS_PER_ADDRESS. It has the address's hash
+# tag, not a book's: on a Redis Cluster it lives on another node than the book, so an add
+# first reserves a place here (its own atomic script), then runs the book's script, then
+# settles the reservation (or releases it if the book refused). See address_holds.py.
+def address_holds_key(address: str) -> str:
+    return f"{KEY_PREFIX}:addr:{{{address}}}:holds"
+
+
+ADDRESS_HOLDS_PATTERN = f"{KEY_PREFIX}:addr:*"
 
 
 # Sorted set: SKU -> the earliest expiry (ms) of its holds, or earlier. Lets the sweeper

@@ -77,7 +77,9 @@ def build_services(config: Config) -> tuple[Services, aioredis.Redis]:
     catalog = Catalog.load(config.catalog_path)
     commands, pubsub = redis_clients(config.redis_url)
     clock = RedisClock()  # learnt from the store's replies, stamped on the hub's answers
-    store = InventoryStore(commands, catalog, config.hold_ttl_s, clock)
+    store = InventoryStore(commands, catalog, config.hold_ttl_s, clock,
+                           hold_max_s=config.hold_max_s,
+                           max_holds_per_address=config.max_holds_per_address)
     hub = LiveHub(config.instance_id, clock)
     feed = InventoryFeed(pubsub, store, hub)
     metrics = Metrics()

@@ -1,8 +1,9 @@
 """The shop's stock in Redis: the catalog, snapshots, and the atomic cart changes."""
 
+from service.inventory.address_holds import TooManyHolds
 from service.inventory.catalog import Book, Catalog, CatalogError
 from service.inventory.snapshot import CartResult, Snapshot, SoldOut, StockBelowHolds, UnknownSku
 from service.inventory.store import InventoryStore
 
 __all__ = ["Book", "CartResult", "Catalog", "CatalogError", "InventoryStore", "Snapshot",
-           "SoldOut", "StockBelowHolds", "UnknownSku"]
+           "SoldOut", "StockBelowHolds", "TooManyHolds", "UnknownSku"]

@@ -3,10 +3,11 @@
 Every script that changes a count also bumps the SKU's version and PUBLISHes the new
 snapshot in the same atomic step, so "count changed" and "notification sent" can never
 disagree. Time comes from the Redis clock (TIME), so instances with skewed clocks agree
-on when a hold expires. Each script touches one SKU's keys only (one hash tag).
+on when a hold expires. Each script touches one SKU's keys only (one hash tag); the
+per-address count of holds lives under the address's own tag (address_holds.py).
 """
 
-# KEYS: 1 stock, 2 holds, 3 version, 4 epoch, 5 changed-at (redis_keys.sku_keys).
+# KEYS: 1 stock, 2 holds, 3 version, 4 epoch, 5 changed-at, 6 holders (redis_keys.sku_keys).
 # ARGV[1] channel, ARGV[2] sku. A change's time is the Redis clock's, in ms since the
 # epoch, kept beside the version so every snapshot can say when its change happened.
 PRELUDE = r"""
@@ -28,6 +29,15 @@ local function changed(count)
     ARGV[2], count, ver, epoch, at))
   return ver
 end
+-- drops the holds that expired by `now`, and their holders; returns how many
+local function drop_expired(now)
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
+  for i = 1, #gone, 1000 do  -- unpack() has a limit on how many values it returns
+    redis.call('HDEL', KEYS[6], unpack(gone, i, math.min(i + 999, #gone)))
+  end
+  if #gone > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now) end
+  return #gone
+end
 -- the earliest hold's expiry (ms), or false when nobody holds a copy
 local function next_expiry()
   local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
@@ -42,44 +52,62 @@ local function reply(status, count, in_cart, expires_at)
 end
 """
 
-# ARGV[3] session id, ARGV[4] hold ttl ms
+# ARGV[3] session id, ARGV[4] hold ttl ms, ARGV[5] the longest a hold may last in all
+# (ms since its first add), ARGV[6] the client's address. The holder of a hold is
+# "<first add ms> <address>", so that a re-add extends it only up to ARGV[5] after the
+# first add, and a remove or re-add from anywhere knows whose address it counts against.
+# {...reply, the holder's address}
 ADD = PRELUDE + r"""
 local stock = redis.call('GET', KEYS[1])
 if not stock then return {'unknown'} end
 local now = now_ms()
-local expired = redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local expired = drop_expired(now)
 local count = current_count(stock)
-local expires_at = now + tonumber(ARGV[4])
-if redis.call('ZSCORE', KEYS[2], ARGV[3]) then
-  -- a repeated add only extends the hold
+local ttl, longest = tonumber(ARGV[4]), tonumber(ARGV[5])
+local held = redis.call('ZSCORE', KEYS[2], ARGV[3])
+if held then
+  -- a repeated add only extends the hold, never past the longest a hold may last
+  local holder = redis.call('HGET', KEYS[6], ARGV[3]) or ''
+  local first = tonumber(string.match(holder, '^(%d+) ')) or now
+  local expires_at = math.max(tonumber(held), math.min(now + ttl, first + longest))
   redis.call('ZADD', KEYS[2], 'XX', expires_at, ARGV[3])
   if expired > 0 then changed(count) end
-  return reply('ok', count, 1, expires_at)
+  local answer = reply('ok', count, 1, expires_at)
+  answer[9] = string.match(holder, '^%d+ (.*)$') or ''
+  return answer
 end
 if count <= 0 then
   if expired > 0 then changed(count) end
   return reply('sold_out', count, 0)
 end
+local expires_at = now + math.min(ttl, longest)
 redis.call('ZADD', KEYS[2], expires_at, ARGV[3])
+redis.call('HSET', KEYS[6], ARGV[3], now .. ' ' .. ARGV[6])
 changed(count - 1)
-return reply('ok', count - 1, 1, expires_at)
+local answer = reply('ok', count - 1, 1, expires_at)
+answer[9] = ARGV[6]
+return answer
 """
 
-# ARGV[3] session id
+# ARGV[3] session id. {...reply, the released hold's holder address, or ''}
 REMOVE = PRELUDE + r"""
 local stock = redis.call('GET', KEYS[1])
 if not stock then return {'unknown'} end
-local expired = redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms())
+local expired = drop_expired(now_ms())
+local holder = redis.call('HGET', KEYS[6], ARGV[3]) or ''
 local removed = redis.call('ZREM', KEYS[2], ARGV[3])
+redis.call('HDEL', KEYS[6], ARGV[3])
 local count = current_count(stock)
 if removed + expired > 0 then changed(count) end
-return reply('ok', count, 0)
+local answer = reply('ok', count, 0)
+answer[9] = removed > 0 and (string.match(holder, '^%d+ (.*)$') or '') or ''
+return answer
 """
 
 # ARGV[3] new total stock
 SET_STOCK = PRELUDE + r"""
 if not redis.call('GET', KEYS[1]) then return {'unknown'} end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms())
+drop_expired(now_ms())
 local held = redis.call('ZCARD', KEYS[2])
 local stock = tonumber(ARGV[3])
 if stock < held then return {'below_holds', held} end
@@ -95,7 +123,7 @@ local stock = redis.call('GET', KEYS[1])
 if not stock then return {'unknown'} end
 if tonumber(ARGV[3]) >= 0 then stock = ARGV[3] end
 local released = redis.call('ZCARD', KEYS[2])
-redis.call('DEL', KEYS[2])
+redis.call('DEL', KEYS[2], KEYS[6])
 redis.call('SET', KEYS[1], stock)
 changed(tonumber(stock))
 local answer = reply('ok', tonumber(stock), 0)
@@ -108,7 +136,7 @@ return answer
 SWEEP = PRELUDE + r"""
 local stock = redis.call('GET', KEYS[1])
 if not stock then return {0, false} end
-local expired = redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms())
+local expired = drop_expired(now_ms())
 if expired > 0 then changed(current_count(stock)) end
 return {expired, next_expiry()}
 """
@@ -117,7 +145,7 @@ return {expired, next_expiry()}
 SEED = PRELUDE + r"""
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('SET', KEYS[1], ARGV[3])
-redis.call('DEL', KEYS[2])
+redis.call('DEL', KEYS[2], KEYS[6])
 redis.call('SET', KEYS[3], 0)
 redis.call('SET', KEYS[4], ARGV[4])
 changed(tonumber(ARGV[3]))

@@ -9,7 +9,8 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from service import redis_keys
-from service.inventory import scripts
+from service.inventory import address_holds, scripts
+from service.inventory.address_holds import AddressHolds
 from service.inventory.catalog import Catalog
 from service.inventory.clock import RedisClock
 from service.inventory.snapshot import (
@@ -44,10 +45,15 @@ class InventoryStore:
     estimate of the Redis clock)."""
 
     def __init__(self, redis: aioredis.Redis, catalog: Catalog, hold_ttl_s: float,
-                 clock: RedisClock | None = None):
+                 clock: RedisClock | None = None, hold_max_s: float = 3600.0,
+                 max_holds_per_address: int = 0):
         self.redis = redis
         self.catalog = catalog
         self.hold_ttl_ms = int(hold_ttl_s * 1000)
+        self.hold_max_ms = int(hold_max_s * 1000)
+        # None: no cap per address (0 in BB_MAX_HOLDS_PER_ADDRESS)
+        self.address_holds = AddressHolds(redis, max_holds_per_address, self.hold_ttl_ms,
+                                          self.hold_max_ms) if max_holds_per_address else None
         self.clock = clock or RedisClock()
         self._slice_start = 0  # where the sweeper's next slice of the catalog begins
         self._add = redis.register_script(scripts.ADD)
@@ -137,11 +143,22 @@ class InventoryStore:
             raise SoldOut(snapshot)
         return CartResult(snapshot, bool(int(row[4])), int(row[6]), int(row[7]))
 
-    async def add(self, sku: str, session_id: str) -> CartResult:
-        """Hold one copy for the session (idempotent). Raises SoldOut, UnknownSku."""
-        row = await self._add(keys=redis_keys.sku_keys(self._known(sku)),
-                              args=self._args(sku, session_id, self.hold_ttl_ms))
-        result = self._result(sku, row)
+    async def add(self, sku: str, session_id: str, address: str = "") -> CartResult:
+        """Hold one copy for the session (idempotent), counted against the client's
+        address. Raises SoldOut, UnknownSku, TooManyHolds (nothing changed then)."""
+        keys = redis_keys.sku_keys(self._known(sku))
+        limit = self.address_holds if address else None
+        reservation = await limit.reserve(address, sku, session_id) if limit else None
+        try:
+            row = await self._add(keys=keys, args=self._args(
+                sku, session_id, self.hold_ttl_ms, self.hold_max_ms, address))
+            result = self._result(sku, row)
+        except BaseException:
+            if limit and reservation:  # the book refused (or the call failed): give it back
+                await limit.release(reservation)
+            raise
+        if limit and reservation:
+            await limit.settle(reservation, _text(row[8]), result.expires_at_ms)
         # The sweeper's index (see redis_keys), only once the hold exists: a refused add
         # changes nothing. It may only move earlier (LT).
         await self.redis.zadd(redis_keys.HOLD_EXPIRIES_KEY, {sku: result.expires_at_ms}, lt=True)
@@ -151,7 +168,10 @@ class InventoryStore:
         """Release the session's copy, if it holds one (idempotent)."""
         row = await self._remove(keys=redis_keys.sku_keys(self._known(sku)),
                                  args=self._args(sku, session_id))
-        return self._result(sku, row)
+        result = self._result(sku, row)
+        if self.address_holds is not None:
+            await self.address_holds.released(_text(row[8]), sku, session_id)
+        return result
 
     async def set_stock(self, sku: str, stock: int) -> Snapshot:
         """Set a book's total stock and notify every client. Raises StockBelowHolds."""
@@ -191,6 +211,7 @@ class InventoryStore:
                     books += 1
                     released += int(row[8])
         await self.redis.delete(redis_keys.HOLD_EXPIRIES_KEY)
+        await address_holds.forget_all(self.redis)  # whatever the cap of this process
         return books, released
 
     def _catalog_stock(self, sku: str) -> int:

@@ -89,7 +89,9 @@ class ShopMixin(_Handler):
             # Tornado's own refusals say what was wrong (e.g. "Invalid unicode in sku")
             message = error.log_message % error.args if error.args else error.log_message
         self.error_code = code
-        if status_code == 503:
+        if isinstance(error, ApiError) and error.retry_after_s is not None:
+            self.set_header("Retry-After", str(error.retry_after_s))
+        elif status_code == 503:
             self.set_header("Retry-After", "1")
         if self.wants_html():
             self.render("error.html", status_code=status_code, message=message)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 
-from service.inventory import SoldOut, UnknownSku
+from service.inventory import SoldOut, TooManyHolds, UnknownSku
 from service.web import sessions
 from service.web.base import BaseHandler
 from service.web.errors import ApiError, unknown_sku
+from service.web.proxy import client_ip, networks_of
 
 # One leading "/", then neither "/" nor "\" (browsers read both as "//host", another
 # site), and no control character (CR/LF would split the Location header).
@@ -78,11 +80,19 @@ class CartHandler(BaseHandler):
             raise ApiError(400, "bad_next",
                            "next must be a path on this site, like /books/internet")
         store = self.services.store
+        address = client_ip(self.request, networks_of(self.services.config.trusted_proxies))
         try:
-            result = await (store.add(sku, session_id) if action == "add"
+            result = await (store.add(sku, session_id, address) if action == "add"
                             else store.remove(sku, session_id))
         except UnknownSku:
             raise unknown_sku(sku) from None
+        except TooManyHolds as limit:
+            wait_s = max(1, math.ceil((limit.retry_at_ms - store.clock.now_ms()) / 1000))
+            raise ApiError(429, "too_many_holds",
+                           f"Carts from your network already hold {limit.cap} books, the most "
+                           "we keep for one address at once. Remove a book from a cart (or "
+                           "wait for a hold to expire) and try again.",
+                           retry_after_s=wait_s) from None
         except SoldOut as sold_out:
             self.services.hub.apply(sold_out.snapshot)
             raise ApiError(409, "sold_out", "Sorry, the last copy just went to another shopper.",

@@ -13,10 +13,12 @@ import tornado.web
 class ApiError(tornado.web.HTTPError):
     """An error with a stable machine-readable code and a message for people."""
 
-    def __init__(self, status: int, code: str, message: str, **extra: Any):
+    def __init__(self, status: int, code: str, message: str,
+                 retry_after_s: int | None = None, **extra: Any):
         super().__init__(status, log_message=message)
         self.code = code
         self.message = message
+        self.retry_after_s = retry_after_s  # sent as Retry-After (a 429 or 503)
         self.extra = extra
 
 

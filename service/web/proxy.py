@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 from collections.abc import Callable, Iterable
@@ -28,9 +29,15 @@ def client_ip(request: tornado.httputil.HTTPServerRequest,
     return forwarded or peer
 
 
+@functools.lru_cache(maxsize=8)
+def networks_of(trusted_proxies: tuple[str, ...]) -> tuple[Network, ...]:
+    """BB_TRUSTED_PROXIES parsed (once per setting)."""
+    return tuple(ipaddress.ip_network(n) for n in trusted_proxies)
+
+
 def access_logger(trusted_proxies: Iterable[str]) -> Callable[[tornado.web.RequestHandler], None]:
     """Tornado's log_function: one line per request with the client's real address."""
-    networks = [ipaddress.ip_network(n) for n in trusted_proxies]
+    networks = networks_of(tuple(trusted_proxies))
     access_log = logging.getLogger("tornado.access")
 
     def log_request(handler: tornado.web.RequestHandler) -> None:

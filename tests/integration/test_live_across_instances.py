@@ -98,8 +98,11 @@ async def test_sixty_shoppers_race_for_ten_copies_across_two_instances(cluster, 
     for app in apps:  # two observers on each instance
         await shop.wait_parked(app, 2)
 
+    # sixty shoppers from sixty addresses (as the proxy in front says): each address may
+    # hold only BB_MAX_HOLDS_PER_ADDRESS copies
     replies = await asyncio.gather(*[
-        shop.post_cart(apps[i % 2], {"session": token, "action": "add", "sku": FEATURED})
+        shop.post_cart(apps[i % 2], {"session": token, "action": "add", "sku": FEATURED},
+                       headers={"X-Real-IP": f"198.51.100.{i + 1}"})
         for i, token in enumerate(shoppers)])
 
     statuses = Counter(r.status for r in replies)

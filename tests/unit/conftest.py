@@ -42,7 +42,8 @@ async def start_app():
         catalog = Catalog.load(config.catalog_path)
         redis_server = fakeredis.FakeServer()
         redis = fakeredis.FakeAsyncRedis(server=redis_server)
-        store = InventoryStore(redis, catalog, config.hold_ttl_s)
+        store = InventoryStore(redis, catalog, config.hold_ttl_s, hold_max_s=config.hold_max_s,
+                               max_holds_per_address=config.max_holds_per_address)
         hub = LiveHub(config.instance_id)
         search = None if search_source is None else SearchCache(
             redis, search_source, fresh_s=30, stale_s=300, upstream_timeout_s=1)
