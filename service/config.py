@@ -40,6 +40,8 @@ class Config:
     sweep_interval_s: float = 0.5
     # a socket that asks for it (?heartbeat=1) hears from the server at least this often
     heartbeat_s: float = 2.0
+    # each process wakes a book's clients at most once per this (the newest goes out)
+    push_interval_s: float = 0.05
     catalog_path: Path = DEFAULT_CATALOG
     upstream_url: str = "http://127.0.0.1:9000"
     upstream_kind: str = "twitter-v1"
@@ -84,6 +86,8 @@ class Config:
                                      minimum=0.05, maximum=60),
             heartbeat_s=_number(env, "BB_HEARTBEAT_S", cls.heartbeat_s, float, minimum=0.1,
                                 maximum=60),
+            push_interval_s=_number(env, "BB_PUSH_INTERVAL_S", cls.push_interval_s, float,
+                                    minimum=0, maximum=5),
             catalog_path=Path(env.get("BB_CATALOG", str(DEFAULT_CATALOG))),
             upstream_url=_http_url(env.get("BB_UPSTREAM_URL") or cls.upstream_url),
             upstream_kind=_choice(env, "BB_UPSTREAM_KIND", cls.upstream_kind, UPSTREAM_KINDS),

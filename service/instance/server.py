@@ -80,7 +80,7 @@ def build_services(config: Config) -> tuple[Services, aioredis.Redis]:
     store = InventoryStore(commands, catalog, config.hold_ttl_s, clock,
                            hold_max_s=config.hold_max_s,
                            max_holds_per_address=config.max_holds_per_address)
-    hub = LiveHub(config.instance_id, clock)
+    hub = LiveHub(config.instance_id, clock, config.push_interval_s)
     feed = InventoryFeed(pubsub, store, hub)
     metrics = Metrics()
     upstream = Upstream(config.upstream_url, config.upstream_kind, config.upstream_timeout_s,

@@ -44,7 +44,7 @@ async def start_app():
         redis = fakeredis.FakeAsyncRedis(server=redis_server)
         store = InventoryStore(redis, catalog, config.hold_ttl_s, hold_max_s=config.hold_max_s,
                                max_holds_per_address=config.max_holds_per_address)
-        hub = LiveHub(config.instance_id)
+        hub = LiveHub(config.instance_id, push_interval_s=config.push_interval_s)
         search = None if search_source is None else SearchCache(
             redis, search_source, fresh_s=30, stale_s=300, upstream_timeout_s=1)
         services = Services(config, catalog, redis, store, hub,

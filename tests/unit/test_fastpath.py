@@ -56,6 +56,7 @@ async def test_an_open_socket_uses_a_plain_iostream_and_the_pushed_frames_are_va
     [handler] = shop.services.hub.subscribers()
     # anything else (say an SSLIOStream, or a wrapper) silently takes the slow path
     assert type(handler.ws_connection.stream) is IOStream, RE_MEASURE
+    shop.services.hub.push_interval_s = 0  # every change its own frame (no coalescing)
     for version in range(2, 12):  # frames written by send_frame, read by Tornado's client
         shop.services.hub.apply(Snapshot("internet", 9, version, "e1"))
     received = [await asyncio.wait_for(client.read_message(), 5) for _ in range(10)]

@@ -89,3 +89,38 @@ async def test_cancelled_waiters_are_forgotten_and_release_all_answers_the_rest(
     parked = hub.wait(["internet"])
     hub.release_all()
     assert (await asyncio.wait_for(parked, 1)) is None
+
+
+async def test_fan_out_is_coalesced_to_one_push_per_interval_with_the_newest_last():
+    """A book changing as fast as it can: each socket gets at most duration/interval + 1
+    frames, and the last frame is the last version; the held snapshot is always newest."""
+    interval_s = 0.05
+    hub = LiveHub("app-x", push_interval_s=interval_s)
+    socket = Recorder()
+    hub.attach(socket, ["internet"])
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    version = 0
+    while loop.time() - started < 0.5:
+        version += 1
+        hub.apply(snap(version))
+        assert hub.current("internet").snapshot.version == version
+        await asyncio.sleep(0.001)
+    duration_s = loop.time() - started
+    waiter = hub.wait(["other-book"])  # parked elsewhere: untouched
+    await asyncio.sleep(interval_s * 2)  # the last change goes out within one interval
+    frames = [entry.snapshot.version for entry in socket.entries]
+    assert version > 100
+    assert len(frames) <= duration_s / interval_s + 1, len(frames)
+    assert frames[-1] == version and frames == sorted(frames)
+    assert not waiter.done()
+
+
+async def test_a_parked_long_poll_wakes_within_the_interval():
+    hub = LiveHub("app-x", push_interval_s=0.05)
+    hub.apply(snap(1))  # fans out at once: nothing was pushed before
+    waiter = hub.wait(["internet"])
+    hub.apply(snap(2))  # within the interval: waits for its end
+    assert not waiter.done()
+    entry = await asyncio.wait_for(waiter, 0.2)
+    assert entry.snapshot.version == 2
