@@ -107,3 +107,8 @@ GONE_INSTANCE_MEMORY_S = 3600
 def heartbeat_key(instance_id: str) -> str:
     """JSON of the instance's figures, with a TTL of HEARTBEAT_TTL_S."""
     return f"{KEY_PREFIX}:instance:{instance_id}"
+
+
+def admin_sign_in_failures_key(address: str) -> str:
+    """Wrong admin tokens from one address in the current minute (expires by itself)."""
+    return f"{KEY_PREFIX}:admin-fail:{{{address}}}"

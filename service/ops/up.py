@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+from service.ops import edge
 from service.ops.errors import OpsError
 from service.ops.layout import Layout
 from service.ops.probes import http_ok, is_ready, port_is_free, process_alive
@@ -41,6 +42,9 @@ def run_up(layout: Layout) -> int:
         raise OpsError(f"port(s) in use: {listing}. Stop what uses them, or choose other "
                            "ports (--http-port, --first-port, --redis-port, --upstream-port)")
     notes = render(layout)
+    static_warning = edge.static_warning(edge.worker_user())
+    if static_warning:
+        notes.append(static_warning)
     forget_marks(layout)
     for note in notes:
         print(note)
@@ -129,12 +133,12 @@ def _wait_until_up(layout: Layout, supervisord: subprocess.Popen[bytes],
 
 def _print_urls(layout: Layout) -> None:
     base = f"http://127.0.0.1:{layout.http_port}"
-    token = (layout.var_dir / "admin_token").read_text().strip()
     lines = [f"Burt's Books live is up ({layout.instances} instances behind nginx):",
              f"  shop            {base}/",
              f"  catalog         {base}/books",
              f"  tweets/second   {base}/rate?q=tornado",
-             f"  cluster admin   {base}/admin/cluster?token={token}",
+             f"  cluster admin   {base}/admin/cluster (sign in with the token in "
+             f"{layout.var_dir / 'admin_token'})",
              "  metrics         on each instance's own port below, at /metrics "
              "(not through nginx)"]
     lines += [f"  {name:<15} http://127.0.0.1:{port}/" for name, port in layout.apps.items()]

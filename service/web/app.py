@@ -10,7 +10,12 @@ from tornado.routing import PathMatches, Rule
 
 from service.paths import STATIC, TEMPLATES
 from service.web import limits
-from service.web.admin import InstancesApiHandler, InstancesPageHandler, MetricsHandler
+from service.web.admin import (
+    AdminLoginHandler,
+    InstancesApiHandler,
+    InstancesPageHandler,
+    MetricsHandler,
+)
 from service.web.base import NotFoundHandler
 from service.web.cart import CartApiHandler, CartHandler
 from service.web.health import HealthHandler, ReadyHandler
@@ -45,6 +50,7 @@ def make_app(services: Services) -> tornado.web.Application:
         (r"/healthz", HealthHandler),
         (r"/readyz", ReadyHandler),
         (r"/metrics", MetricsHandler),
+        (r"/admin/login", AdminLoginHandler),
         (r"/admin/cluster", InstancesPageHandler),
         (r"/admin/cluster\.json", InstancesApiHandler),
         (r"/rate", RatePageHandler),

@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 from service.live import Entry
 from service.web import limits, sessions
 from service.web.errors import ApiError, unknown_sku
+from service.web.proxy import client_ip, networks_of, peer_is_trusted, redacted
 from service.web.services import Services
 
 log = logging.getLogger(__name__)
@@ -123,9 +124,14 @@ class BaseHandler(ShopMixin, tornado.web.RequestHandler):
                       tb: TracebackType | None) -> None:
         if isinstance(value, RedisError):
             log.warning("Redis unavailable for %s %s: %s", self.request.method,
-                        self.request.uri, value)
+                        redacted(self.request.uri or ""), value)
         else:
             super().log_exception(typ, value, tb)
+
+    def _request_summary(self) -> str:
+        """Tornado's summary of the request in its warnings, with secrets blanked."""
+        uri = redacted(self.request.uri or "")
+        return f"{self.request.method} {uri} ({self.request.remote_ip})"
 
     def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
         error = kwargs.get("exc_info", (None, None, None))[1]
@@ -135,6 +141,19 @@ class BaseHandler(ShopMixin, tornado.web.RequestHandler):
             status_code = 503
         super().send_error(status_code, **kwargs)
 
+    def client_address(self) -> str:
+        """The client's address: what a trusted proxy saw (BB_TRUSTED_PROXIES), else the peer."""
+        return client_ip(self.request, networks_of(self.services.config.trusted_proxies))
+
+    def is_https(self) -> bool:
+        """Whether the client reached us over HTTPS: TLS ends at the proxy, which says so in
+        X-Forwarded-Proto (believed only from a trusted proxy). Cookies are then Secure."""
+        if self.request.protocol == "https":
+            return True
+        return (self.request.headers.get("X-Forwarded-Proto", "") == "https"
+                and peer_is_trusted(self.request,
+                                    networks_of(self.services.config.trusted_proxies)))
+
     def session(self) -> tuple[str, str]:
         """The shopper's (session id, token) from the signed cookie, or a new one."""
         secret = self.services.config.cookie_secret
@@ -143,7 +162,7 @@ class BaseHandler(ShopMixin, tornado.web.RequestHandler):
         if session_id is None or token is None:
             session_id, token = sessions.new_token(secret)
             self.set_cookie(sessions.SESSION_NAME, token, httponly=True, samesite="Lax",
-                            expires_days=limits.SESSION_MAX_AGE_DAYS)
+                            secure=self.is_https(), expires_days=limits.SESSION_MAX_AGE_DAYS)
         return session_id, token
 
     def write_json(self, body: bytes | dict[str, Any]) -> None:

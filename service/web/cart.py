@@ -10,7 +10,6 @@ from service.inventory import SoldOut, TooManyHolds, UnknownSku
 from service.web import sessions
 from service.web.base import BaseHandler
 from service.web.errors import ApiError, unknown_sku
-from service.web.proxy import client_ip, networks_of
 
 # One leading "/", then neither "/" nor "\" (browsers read both as "//host", another
 # site), and no control character (CR/LF would split the Location header).
@@ -80,7 +79,7 @@ class CartHandler(BaseHandler):
             raise ApiError(400, "bad_next",
                            "next must be a path on this site, like /books/internet")
         store = self.services.store
-        address = client_ip(self.request, networks_of(self.services.config.trusted_proxies))
+        address = self.client_address()
         try:
             result = await (store.add(sku, session_id, address) if action == "add"
                             else store.remove(sku, session_id))

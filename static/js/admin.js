@@ -1,7 +1,6 @@
 // /admin/cluster: re-read /admin/cluster.json every 2 s and redraw both tables.
 (function () {
   "use strict";
-  var token = new URLSearchParams(location.search).get("token") || "";
 
   function row(cells, state) {
     var tr = document.createElement("tr");
@@ -29,7 +28,8 @@
   }
 
   function refresh() {
-    fetch("/admin/cluster.json", {headers: {"X-Admin-Token": token}, cache: "no-store"})
+    // the sign-in cookie (HttpOnly, SameSite=Strict) goes along: same origin
+    fetch("/admin/cluster.json", {cache: "no-store", credentials: "same-origin"})
       .then(function (reply) {
         if (!reply.ok) throw new Error("HTTP " + reply.status);
         return reply.json();
