@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 from service.live import Entry
 from service.web import limits, sessions
 from service.web.errors import ApiError, unknown_sku
+from service.web.page_assets import SHOP_MODULES, import_map_and_policy
 from service.web.proxy import client_ip, networks_of, peer_is_trusted, redacted
 from service.web.services import Services
 
@@ -22,7 +23,6 @@ log = logging.getLogger(__name__)
 # on every answer: no sniffing of types, no framing by other sites, no full URLs to others
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": "frame-ancestors 'none'",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "same-origin",
 }
@@ -47,6 +47,8 @@ class ShopMixin(_Handler):
         self.clear_header("Server")  # which server and version is nobody's business
         for name, value in SECURITY_HEADERS.items():
             self.set_header(name, value)
+        _, policy = import_map_and_policy(self.static_url)
+        self.set_header("Content-Security-Policy", policy)
         self.set_header("X-Instance", self.services.config.instance_id)
         # the Redis clock (as this instance estimates it), which changedAt is on
         self.set_header("X-Server-Time", self.services.store.clock.now_ms())
@@ -140,6 +142,12 @@ class BaseHandler(ShopMixin, tornado.web.RequestHandler):
             kwargs["exc_info"] = (ApiError, unavailable, None)
             status_code = 503
         super().send_error(status_code, **kwargs)
+
+    def get_template_namespace(self) -> dict[str, Any]:
+        namespace: dict[str, Any] = super().get_template_namespace()
+        namespace["import_map"], _ = import_map_and_policy(self.static_url)
+        namespace["shop_modules"] = SHOP_MODULES
+        return namespace
 
     def client_address(self) -> str:
         """The client's address: what a trusted proxy saw (BB_TRUSTED_PROXIES), else the peer."""

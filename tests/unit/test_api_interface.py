@@ -1,7 +1,10 @@
 """The interface the load tool relies on, through the real app on fakeredis: changedAt and
 serverTime on every snapshot, GET /api/cart, and /api/books in pages."""
 
+import base64
+import hashlib
 import json
+import re
 from urllib.parse import urlencode
 
 import pytest
@@ -116,5 +119,23 @@ async def test_every_answer_carries_the_security_headers_and_no_server(shop):
             assert "frame-ancestors 'none'" in reply.headers["Content-Security-Policy"], path
             assert reply.headers["Referrer-Policy"] == "same-origin", path
             assert "Server" not in reply.headers, path
+    finally:
+        client.close()
+
+
+async def test_the_policy_allows_scripts_and_styles_from_this_site_and_the_import_map_only(shop):
+    app, _, _ = shop
+    client = AsyncHTTPClient(force_instance=True)
+    try:
+        for path in ("/", "/books", "/books/internet"):
+            reply = await client.fetch(app.base + path)
+            policy = reply.headers["Content-Security-Policy"]
+            assert "unsafe-inline" not in policy and "style-src 'self';" in policy, path
+            page = reply.body.decode()
+            inline = re.findall(r"<script(?![^>]*\bsrc=)[^>]*>(.*?)</script>", page, re.S)
+            assert len(inline) == 1, path  # the import map, and nothing else
+            digest = base64.b64encode(hashlib.sha256(inline[0].encode()).digest()).decode()
+            assert f"'sha256-{digest}'" in policy, path
+            assert not re.search(r"\sstyle=", page), path  # no inline style either
     finally:
         client.close()

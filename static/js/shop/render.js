@@ -31,7 +31,8 @@ export function createView(root, page, skus, state) {
   if (page === 'book') {
     // data-in-cart says it; an older page only shows it by the Remove box
     const attr = root.getAttribute('data-in-cart');
-    inCart = attr ? attr === 'true' : !!(removeBox && removeBox.style.display !== 'none');
+    inCart = attr ? attr === 'true' : !!(removeBox && !removeBox.hidden &&
+      removeBox.style.display !== 'none');
   }
 
   function showMessage(text, kind) {
