@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import random
 
@@ -10,6 +11,15 @@ from service.live import Entry, with_server_time
 from service.web.base import BaseHandler
 from service.web.cursors import Cursor, is_ahead_of, is_behind, parse_cursors
 from service.web.errors import ApiError
+
+# A client without `since` (the seed's) gets, on every answer, a cookie with the versions
+# answered, and its next poll answers at once if a change came in between (the seed's
+# protocol alone would wait for the next change and miss it). A client re-polls at once,
+# so a short life is enough. Two windows of one browser share the cookie: the one that
+# did not get the last answer may wait for the next change or the hold time (never
+# longer) before it shows the change the other window was answered.
+LAST_ANSWERED_COOKIE = "bb_lp_answered"
+LAST_ANSWERED_MAX_AGE_S = 120
 
 
 class StatusPollHandler(BaseHandler):
@@ -31,6 +41,11 @@ class StatusPollHandler(BaseHandler):
         seen_all = cursors is None or not any(
             is_ahead_of(entry, cursor) or (cursor[0] is None and is_behind(entry, cursor))
             for entry, cursor in zip(entries, cursors))
+        if cursors is None:
+            # the seed's client sends no cursor: what this browser was last answered
+            # (a cookie) says whether a change came between two of its polls
+            last = self._last_answered(skus)
+            seen_all = last is None or not any(map(is_ahead_of, entries, last))
         if seen_all and not self.services.draining:
             waiter = self._waiter = self.services.hub.wait(skus)
             # jitter, so clients parked together do not all time out together
@@ -47,6 +62,7 @@ class StatusPollHandler(BaseHandler):
             # with a new epoch: Redis, read just now, is the truth, and it is answered.
             raise ApiError(503, "behind", "this instance has not caught up with the version "
                            "you have seen; retry shortly")
+        self._remember_answered(skus, entries)
         now_ms = self.services.store.clock.now_ms()
         if len(entries) == 1:
             self.write_json(with_server_time(entries[0].payload, now_ms))
@@ -54,6 +70,23 @@ class StatusPollHandler(BaseHandler):
             instance = json.dumps(self.services.config.instance_id).encode()
             self.write_json(with_server_time(b'{"books":[' + b",".join(e.payload for e in entries)
                                              + b'],"instance":' + instance + b"}", now_ms))
+
+    def _last_answered(self, skus: list[str]) -> list[Cursor] | None:
+        """The cursors of this browser's last answer for exactly these books, if any."""
+        raw = self.get_cookie(LAST_ANSWERED_COOKIE)
+        try:
+            answered = json.loads(base64.urlsafe_b64decode(raw or ""))
+            return parse_cursors(",".join(str(answered[sku]) for sku in skus), len(skus))
+        except (ValueError, TypeError, KeyError, ApiError):
+            return None  # none, or not ours: the seed's behaviour (wait for a change)
+
+    def _remember_answered(self, skus: list[str], entries: list[Entry]) -> None:
+        answered = {sku: f"{e.snapshot.epoch}:{e.snapshot.version}"
+                    for sku, e in zip(skus, entries)}
+        value = base64.urlsafe_b64encode(json.dumps(answered, separators=(",", ":")).encode())
+        self.set_cookie(LAST_ANSWERED_COOKIE, value.decode(), path="/cart/status",
+                        httponly=True, samesite="Lax", secure=self.is_https(),
+                        max_age=LAST_ANSWERED_MAX_AGE_S)
 
     async def _catch_up(self, skus: list[str], entries: list[Entry],
                         cursors: list[Cursor]) -> list[Entry]:

@@ -1,6 +1,7 @@
 """The interface the load tool relies on, through the real app on fakeredis: changedAt and
 serverTime on every snapshot, GET /api/cart, and /api/books in pages."""
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -137,5 +138,41 @@ async def test_the_policy_allows_scripts_and_styles_from_this_site_and_the_impor
             digest = base64.b64encode(hashlib.sha256(inline[0].encode()).digest()).decode()
             assert f"'sha256-{digest}'" in policy, path
             assert not re.search(r"\sstyle=", page), path  # no inline style either
+    finally:
+        client.close()
+
+
+async def test_the_seeds_cursorless_long_poll_does_not_miss_a_change_between_polls(start_app):
+    """The seed's client sends no `since`: the cookie of its last answer stands in, so a
+    change made between two polls is answered at once instead of waiting for the next."""
+    app = await start_app(BB_LONGPOLL_TIMEOUT_S="5", BB_PUSH_INTERVAL_S="0")
+    store, hub = app.services.store, app.services.hub
+    await store.seed()
+    for snapshot in await store.snapshots(store.catalog.skus):
+        hub.apply(snapshot)
+    client = AsyncHTTPClient(force_instance=True)
+    url = f"{app.base}/cart/status?sku=internet"
+    try:
+        first = asyncio.ensure_future(client.fetch(url))  # parks: the seed's first poll
+        await asyncio.sleep(0.2)
+        hub.apply(await store.set_stock("internet", 9))
+        answered = await asyncio.wait_for(first, 5)
+        cookie = answered.headers["Set-Cookie"].split(";")[0]
+        assert "HttpOnly" in answered.headers["Set-Cookie"]
+        between = await store.set_stock("internet", 8)  # while no poll is open
+        hub.apply(between)
+        again = await asyncio.wait_for(client.fetch(url, headers={"Cookie": cookie}), 1)
+        assert json.loads(again.body)["version"] == between.version
+        # without the cookie (the seed's protocol alone) the change would be missed: it waits
+        waiting = asyncio.ensure_future(client.fetch(url))
+        await asyncio.sleep(0.5)
+        assert not waiting.done()
+        waiting.cancel()
+        # a cookie that is not ours, or for other books, changes nothing: it waits
+        foreign = asyncio.ensure_future(client.fetch(url, headers={
+            "Cookie": "bb_lp_answered=not-base64!"}))
+        await asyncio.sleep(0.3)
+        assert not foreign.done()
+        foreign.cancel()
     finally:
         client.close()
