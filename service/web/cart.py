@@ -19,10 +19,15 @@ MAX_NEXT_CHARS = 2000
 
 def is_same_site_path(path: str) -> bool:
     """Whether `next` is a path on this site that a Location header can carry."""
-    if len(path) > MAX_NEXT_CHARS or not _SAME_SITE_PATH.fullmatch(path):
-        return False
+    return (len(path) <= MAX_NEXT_CHARS and _SAME_SITE_PATH.fullmatch(path) is not None
+            and _is_unicode(path))  # a lone surrogate cannot be sent in a header
+
+
+def _is_unicode(text: str) -> bool:
+    """Whether the string can be encoded (JSON's \\ud800 escapes decode to lone surrogates,
+    which no later step could write out)."""
     try:
-        path.encode("utf-8")  # a lone surrogate (from JSON's \ud800) cannot be sent
+        text.encode("utf-8")
     except UnicodeEncodeError:
         return False
     return True
@@ -115,6 +120,9 @@ class CartHandler(BaseHandler):
                 raise ApiError(400, "bad_json", "the body is not valid JSON") from None
             if not isinstance(body, dict) or not all(isinstance(v, str) for v in body.values()):
                 raise ApiError(400, "bad_json", "the JSON body must be an object of strings")
+            if not all(_is_unicode(v) for v in body.values()):
+                raise ApiError(400, "bad_json", "the JSON body has a string that is not valid "
+                               "Unicode (a lone surrogate escape such as \\ud800)")
             return body
         fields = {}
         for name in ("session", "action", "sku", "next"):

@@ -4,6 +4,7 @@ pushes nothing to live clients. One cluster (Redis + one instance) for the modul
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import pytest
@@ -115,7 +116,7 @@ CASES = {
     "next with a scheme": (400, "bad_next",
                            lambda s, t: s.post_cart(A, {"session": t, "action": "add",
                                                         "next": "javascript:alert(1)"}), None),
-    "next lone surrogate": (400, "bad_next",
+    "next lone surrogate": (400, "bad_json",
                             lambda s, t: s.post_cart(A, raw=(
                                 '{"session": "' + t + '", "action": "add", "next": "/\\ud800"}'
                             ).encode(),
@@ -214,3 +215,32 @@ async def test_websocket_message_over_1kib_closes_only_that_socket(cluster, shop
     _, snapshot = await fresh.wait_for(lambda m: True, 5)
     assert snapshot["sku"] == FEATURED
     assert shop.app(A).alive()
+
+
+BAD_VALUES_JSON = {"lone surrogate": "\\ud800", "control characters": "\\u0000\\u0001\\r\\n",
+                   "huge": "x" * 7000, "number": 1, "list": ["add"], "null": None,
+                   "object": {"a": "b"}, "boolean": True}
+
+
+async def test_every_field_with_every_kind_of_garbage_gets_a_4xx_and_changes_nothing(
+        cluster, shop):
+    """session, action, sku and next, each in turn given invalid UTF-8, a lone surrogate,
+    control characters, a huge value or a wrong type, the other fields valid."""
+    token = await shop.token(A)
+    valid = {"session": token, "action": "add", "sku": "internet", "next": "/books/internet"}
+    before = cluster.redis_state()
+    answers = {}
+    for field in valid:
+        others = "&".join(f"{k}={v}" for k, v in valid.items() if k != field)
+        raw = (others + f"&{field}=%FF%FE").encode()
+        answers[(field, "invalid UTF-8 (form)")] = await shop.post_cart(A, raw=raw)
+        for kind, value in BAD_VALUES_JSON.items():
+            body = json.dumps({**valid, field: value})
+            if isinstance(value, str) and value.startswith("\\u"):
+                body = body.replace(json.dumps(value), '"' + value + '"')  # raw escapes
+            answers[(field, kind)] = await shop.post_cart(
+                A, raw=body.encode(), headers={"Content-Type": "application/json"})
+    wrong = {case: (reply.status, reply.body[:120]) for case, reply in answers.items()
+             if not 400 <= reply.status < 500 or "error" not in reply.json()}
+    assert not wrong, wrong
+    assert cluster.redis_state() == before
