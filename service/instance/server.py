@@ -27,7 +27,7 @@ from service.monitor.heartbeat import HEARTBEAT_INTERVAL_S, heartbeat, send_hear
 from service.monitor.metrics import Metrics
 from service.search import SearchCache, Upstream
 from service.web.app import make_app
-from service.web.limits import SERVER_MAX_BODY_BYTES
+from service.web.limits import MAX_HEADER_BYTES, SERVER_MAX_BODY_BYTES
 from service.web.services import Services
 from service.web.sockets import GOING_AWAY, KEEPALIVE_INTERVAL_S, ping_sockets, send_heartbeats
 
@@ -35,8 +35,18 @@ log = logging.getLogger(__name__)
 
 # background tasks get this long to finish after cancellation before we stop waiting
 TASK_STOP_TIMEOUT_S = 2.0
-# Longer than nginx's upstream keepalive_timeout (2 s, nginx/*.conf and ops/render.py).
-KEEPALIVE_GRACE_S = 3.0
+# An idle keep-alive connection is closed after this long, and a client gets this long for
+# its whole request header. Just above nginx's upstream keepalive_timeout (2 s,
+# nginx/compose.conf and ops/render.py): nginx always drops an idle connection first, so
+# it never sends a request down one an instance is closing (a POST it could not retry).
+# Through nginx a header arrives at once; a client that connects straight and sends
+# nothing holds nothing for long. Not a WebSocket: Tornado stops timing it at the upgrade.
+IDLE_CONNECTION_TIMEOUT_S = 3.0
+# The longest a request body may take to arrive. nginx reads the whole body before it
+# passes a request on, so this only ever cuts a slow client connected straight.
+BODY_TIMEOUT_S = 5.0
+# While draining, idle proxy connections get as long as they would anyway.
+KEEPALIVE_GRACE_S = IDLE_CONNECTION_TIMEOUT_S
 
 
 class CountingHTTPServer(HTTPServer):
@@ -120,7 +130,10 @@ async def run_instance(config: Config) -> None:
                     "accept each other's sessions. Set BB_COOKIE_SECRET for a cluster.")
     services, pubsub_redis = build_services(config)
     sockets = listen(config.port, config.host, "stop what uses it or choose another with --port")
-    server = CountingHTTPServer(make_app(services), max_body_size=SERVER_MAX_BODY_BYTES)
+    server = CountingHTTPServer(make_app(services), max_body_size=SERVER_MAX_BODY_BYTES,
+                                max_header_size=MAX_HEADER_BYTES,
+                                idle_connection_timeout=IDLE_CONNECTION_TIMEOUT_S,
+                                body_timeout=BODY_TIMEOUT_S)
     server.add_sockets(sockets)
     tasks = background_tasks(services)
     stop = asyncio.Event()

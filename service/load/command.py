@@ -132,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
     stats = judging.read_stats(out / "stats_stats.csv")
     summary = judging.judge(records, stats, shop, slos_from(args), users, args.duration,
                             int(args.hold_ttl * 1000))
-    summary["released_after"] = release(base, records["holds"], shop.carts)
+    summary["released_after"] = release(base, records["holds"], shop.carts,
+                                        bind_sources=not args.no_bind_sources)
     summary["wall_s"] = round(time.monotonic() - started, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print("\n".join(report.lines(summary)))

@@ -8,11 +8,13 @@ import concurrent.futures
 import http.client
 import json
 import re
+import time
 import urllib.error
 import urllib.request
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
+from service.load.addresses import is_loopback_host, next_address
 from service.load.judge import ShopState
 from service.load.records import ACKED, UNKNOWN
 
@@ -20,6 +22,12 @@ TIMEOUT_S = 10.0
 PARALLEL = 16
 PAGE = 200  # books per /api/books page (the shop's most)
 DEFAULT_HEARTBEAT_S, DEFAULT_LONGPOLL_S = 2.0, 25.0  # BB_HEARTBEAT_S, BB_LONGPOLL_TIMEOUT_S
+# The release sends from addresses of its own, as if process 199 of the load (the load
+# processes count from 0), one per session: nginx limits cart changes per address.
+RELEASE_SOURCES = 199
+# A release the shop limits anyway (one address, as to a shop not on loopback) waits the
+# shop's Retry-After (at most this long) and tries again, this many times.
+RELEASE_ATTEMPTS, RELEASE_MAX_WAIT_S = 30, 10.0
 
 
 class ShopUnreachable(RuntimeError):
@@ -84,20 +92,49 @@ def state_after(base: str, sessions: list[str]) -> ShopState:
     return ShopState(latest, carts, server_time_ms)
 
 
-def release(base: str, holds: dict[str, dict[str, list[Any]]], carts: dict[str, set[str]]) -> int:
-    """Give back every copy the run's sessions may hold; returns how many they held."""
+def _post_form(base: str, path: str, fields: dict[str, str],
+               source: str | None) -> tuple[int, str | None]:
+    """POST a form from `source` (an address of this machine, or any): (status,
+    Retry-After)."""
+    target = urlsplit(base)
+    kind = http.client.HTTPSConnection if target.scheme == "https" else http.client.HTTPConnection
+    connection = kind(target.hostname or "127.0.0.1", target.port, timeout=TIMEOUT_S,
+                      source_address=(source, 0) if source else None)
+    try:
+        connection.request("POST", target.path.rstrip("/") + path, body=urlencode(fields),
+                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+        reply = connection.getresponse()
+        reply.read()
+        return reply.status, reply.getheader("Retry-After")
+    finally:
+        connection.close()
+
+
+def release(base: str, holds: dict[str, dict[str, list[Any]]], carts: dict[str, set[str]],
+            bind_sources: bool = True) -> int:
+    """Give back every copy the run's sessions may hold; returns how many they held.
+    With `bind_sources` and a shop on loopback each session's removes leave from an
+    address of their own, as its user's requests did."""
     todo = [(session, sku) for session, books in holds.items()
             for sku, (state, _) in books.items()
             if state in (ACKED, UNKNOWN) or sku in carts.get(session, set())]
+    bind = bind_sources and is_loopback_host(urlsplit(base).hostname or "")
+    sources = {session: next_address(RELEASE_SOURCES) if bind else None for session in holds}
 
     def remove(item: tuple[str, str]) -> bool:
         session, sku = item
-        body = urlencode({"session": session, "action": "remove", "sku": sku}).encode()
-        try:
-            with urllib.request.urlopen(base + "/cart", data=body, timeout=TIMEOUT_S) as reply:
-                return reply.status == 200 and sku in carts.get(session, set())
-        except (urllib.error.URLError, OSError, http.client.HTTPException):
-            return False
+        fields = {"session": session, "action": "remove", "sku": sku}
+        for _ in range(RELEASE_ATTEMPTS):
+            try:
+                status, retry_after = _post_form(base, "/cart", fields, sources[session])
+            except (OSError, http.client.HTTPException):
+                return False
+            if status != 429:
+                return status == 200 and sku in carts.get(session, set())
+            # seconds, as the shop sends it (not an HTTP date)
+            wait_s = float(retry_after) if retry_after and retry_after.isdigit() else 1.0
+            time.sleep(min(RELEASE_MAX_WAIT_S, wait_s))
+        return False
 
     with concurrent.futures.ThreadPoolExecutor(PARALLEL) as pool:
         return sum(pool.map(remove, todo))

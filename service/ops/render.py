@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from service.ops import edge
 from service.ops.errors import OpsError
 from service.ops.layout import Layout
 from service.ops.procs import redis_server_path
@@ -66,13 +67,17 @@ def upstream_block(layout: Layout, down: frozenset[str] = frozenset()) -> str:
     """nginx's upstream of every instance; those in `down` get no new requests."""
     lines = ["# written by `python -m service up`, `ctl` and the health watcher "
              "(service/ops/upstream.py)",
-             "upstream bb_app {", "    least_conn;"]
+             "upstream bb_app {",
+             "    # shared memory: every worker sees the same least_conn counts and failures",
+             "    zone bb_app 64k;",
+             "    least_conn;"]
     for name, port in layout.apps.items():
         flag = " down" if name in down else ""
         # one failure takes an instance out for 3 s (passive health checking)
         lines.append(f"    server 127.0.0.1:{port} max_fails=1 fail_timeout=3s{flag};  # {name}")
     lines += ["    keepalive 32;",
-              "    # below the 3 s a draining instance keeps idle connections open",
+              "    # below the 3 s an instance keeps an idle connection open "
+              "(service/instance/server.py)",
               "    keepalive_timeout 2s;", "}", ""]
     return "\n".join(lines)
 
@@ -100,15 +105,18 @@ def _fill(template: Path, **values: Any) -> str:
 def render(layout: Layout) -> list[str]:
     """Write var/'s configs; returns notes for the user (e.g. hand-edited files kept)."""
     var = layout.var_dir
+    # read from the environment of each `up`, like the instances' settings (checked
+    # before anything is written)
+    limit_exempt = edge.geo_entries(edge.limit_exempt_networks(os.environ))
     for folder in (var, layout.logs, var / "redis", var / "nginx" / "tmp"):
         folder.mkdir(parents=True, exist_ok=True)
     nginx = _fill(NGINX_TEMPLATE, http_port=layout.http_port, **_common(layout),
-                  # nginx started as root would hand its workers to `nobody`, who may not
-                  # read the checkout; a local demo's workers run as whoever started it
-                  user_directive="user root;" if os.geteuid() == 0 else "")
+                  # never root: a worker is what the internet talks to
+                  user_directive=edge.user_directive(edge.worker_user()))
     notes = [_write_unless_edited(layout.supervisor_conf, supervisor_config(layout), var),
              _write_unless_edited(layout.nginx_conf, nginx, var)]
     layout.upstream_conf.write_text(upstream_block(layout))
+    (var / "nginx" / "limit-exempt.conf").write_text(limit_exempt)
     layout.save()
     return [note for note in notes if note]
 
