@@ -5,6 +5,7 @@ tests (tests/support/deployment.py), the browser tests and the load benchmarks."
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -92,10 +93,18 @@ class LocalCluster:
         return self.proc.wait(timeout=90)
 
 
+# Instance ports come from below Linux's ephemeral range (32768-60999 by default): a port
+# the OS hands out for outgoing connections may be taken between this choice and a later
+# `ctl scale`, which starts instances on the ports after the first ones.
+RUN_PORTS = range(20_000, 32_000)
+SCALE_ROOM = 4  # ports kept free after the instances, for `ctl scale`
+
+
 def free_run(count: int) -> int:
-    """The first of `count` consecutive free ports."""
-    for _ in range(50):
-        first = probes.free_port()
-        if first + count < 65535 and all(probes.port_is_free(first + i) for i in range(count)):
+    """The first of `count` consecutive free ports (and a few more, for `ctl scale`)."""
+    rng = random.Random()
+    for _ in range(200):
+        first = rng.randrange(RUN_PORTS.start, RUN_PORTS.stop - count - SCALE_ROOM)
+        if all(probes.port_is_free(first + i) for i in range(count + SCALE_ROOM)):
             return first
     raise OpsError("no run of free ports")
