@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint load drill drills load-scaling bench-load test-unit test-integration test-e2e deps deps-browser screenshots venv bench-fanout bench-seed bench-seed-deps clean
+.PHONY: demo test lint load drill drills load-scaling bench-load test-unit test-integration test-e2e deps deps-browser screenshots venv bench-fanout bench-toggle bench-seed bench-seed-deps clean
 
 # The virtualenv is rebuilt whenever pyproject.toml changes.
 venv: $(VENV)/.installed
@@ -51,6 +51,11 @@ screenshots: deps deps-browser venv
 
 bench-fanout: deps venv
 	$(BIN)/python bench/fanout.py $(ARGS)
+
+# One instance, 2,000 sockets, one client toggling a book as fast as it can: frames per
+# socket per second and /readyz latency, with BB_PUSH_INTERVAL_S 0 (baseline) and 0.05.
+bench-toggle: deps venv
+	$(BIN)/python bench/toggle.py $(ARGS)
 
 # Load test of the running `make demo` cluster, with a verdict (service/load/).
 load: venv

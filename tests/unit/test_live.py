@@ -124,3 +124,17 @@ async def test_a_parked_long_poll_wakes_within_the_interval():
     assert not waiter.done()
     entry = await asyncio.wait_for(waiter, 0.2)
     assert entry.snapshot.version == 2
+
+
+async def test_a_big_fan_out_goes_out_in_slices_and_the_newest_follows_the_round():
+    from service.live.hub import FAN_OUT_SLICE
+    hub = LiveHub("app-x", push_interval_s=0.01)
+    sockets = [Recorder() for _ in range(FAN_OUT_SLICE * 2 + 50)]
+    for socket in sockets:
+        hub.attach(socket, ["internet"])
+    hub.apply(snap(1))
+    # the first slice at once; the loop may serve other work before the next
+    assert sum(1 for s in sockets if s.entries) == FAN_OUT_SLICE
+    hub.apply(snap(2))  # during the round: kept as the newest, sent after it
+    await asyncio.sleep(0.05)
+    assert all([e.snapshot.version for e in s.entries] == [1, 2] for s in sockets)
