@@ -19,6 +19,7 @@ from service.web.admin import (
 from service.web.base import NotFoundHandler
 from service.web.cart import CartApiHandler, CartHandler
 from service.web.health import HealthHandler, ReadyHandler
+from service.web.openapi import OpenApiHandler
 from service.web.pages import BookPageHandler, BooksApiHandler, CatalogPageHandler
 from service.web.proxy import access_logger
 from service.web.services import Services
@@ -47,6 +48,7 @@ def make_app(services: Services) -> tornado.web.Application:
         (r"/books/([^/]+)", BookPageHandler),
         (r"/api/books", BooksApiHandler),
         (r"/api/cart", CartApiHandler),
+        (r"/api/openapi\.json", OpenApiHandler),
         (r"/healthz", HealthHandler),
         (r"/readyz", ReadyHandler),
         (r"/metrics", MetricsHandler),

@@ -44,6 +44,18 @@ def is_cross_site(headers: Mapping[str, str], host: str) -> bool:
     origin = headers.get("Origin")
     if origin is None:
         return False
-    if origin == "null":
-        return True
-    return urlparse(origin).netloc.lower() != host.lower()
+    return not is_same_origin(origin, host)
+
+
+def is_same_origin(origin: str, host: str) -> bool:
+    """Whether an `Origin` header names exactly `host` (host:port)."""
+    return origin_host(origin) == host.lower()
+
+
+def origin_host(origin: str) -> str | None:
+    """The host:port an `Origin` header names, lowercased; None when it names none: "null",
+    or no URL at all ("http://[", which urlparse refuses with ValueError)."""
+    try:
+        return urlparse(origin).netloc.lower() or None
+    except ValueError:
+        return None

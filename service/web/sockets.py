@@ -16,12 +16,12 @@ import logging
 import time
 from asyncio import Future
 from typing import Any
-from urllib.parse import urlparse
 
 import tornado.websocket
 from tornado.iostream import StreamClosedError
 
 from service.live import Entry, LiveHub, websocket_text_frame
+from service.web import sessions
 from service.web.base import ShopMixin
 from service.web.errors import ApiError
 from service.web.fastpath import forget_request, send_frame
@@ -52,13 +52,18 @@ class StatusSocketHandler(ShopMixin, tornado.websocket.WebSocketHandler):
         # runs before the upgrade, so bad input gets an ordinary HTTP error
         if self.services.draining:
             raise ApiError(503, "draining", "this instance is shutting down; reconnect")
+        origin = self.request.headers.get("Origin")
+        if origin is not None and sessions.origin_host(origin) is None:
+            # Tornado's own origin check, which runs before check_origin, raises on an
+            # Origin urlsplit refuses ("http://["): a 500 for any client that sends one
+            raise ApiError(403, "cross_site", "this Origin names no site")
         self.skus = tuple(self.requested_skus())
         self.current_entries(self.skus)
         self.wants_heartbeat = self.get_query_argument("heartbeat", "") == "1"
 
     def check_origin(self, origin: str) -> bool:
         # strict: only pages served from the very host:port the socket was opened to
-        return urlparse(origin).netloc.lower() == self.request.host.lower()
+        return sessions.is_same_origin(origin, self.request.host)
 
     def get_compression_options(self) -> dict[str, Any] | None:
         # never negotiate permessage-deflate: every socket is sent the same ready-made,

@@ -77,7 +77,7 @@ class StatusPollHandler(BaseHandler):
         try:
             answered = json.loads(base64.urlsafe_b64decode(raw or ""))
             return parse_cursors(",".join(str(answered[sku]) for sku in skus), len(skus))
-        except (ValueError, TypeError, KeyError, ApiError):
+        except (ValueError, TypeError, KeyError, RecursionError, ApiError):
             return None  # none, or not ours: the seed's behaviour (wait for a change)
 
     def _remember_answered(self, skus: list[str], entries: list[Entry]) -> None:

@@ -83,6 +83,9 @@ CASES = {
     "Origin null": (403, "cross_site",
                     lambda s, t: s.post_cart(A, {"session": t, "action": "add"},
                                              headers={"Origin": "null"}), None),
+    "Origin that is not a URL": (403, "cross_site",
+                                 lambda s, t: s.post_cart(A, {"session": t, "action": "add"},
+                                                          headers={"Origin": "http://["}), None),
     "Origin same host other port": (
         403, "cross_site",
         lambda s, t: s.post_cart(A, {"session": t, "action": "add"},
@@ -152,6 +155,9 @@ CASES = {
     "websocket foreign Origin": (403, None,
                                  lambda s, t: s.ws_status(A, headers={
                                      "Origin": "http://evil.example"}), None),
+    "websocket Origin that is not a URL": (403, None,
+                                           lambda s, t: s.ws_status(A, headers={
+                                               "Origin": "http://[::1"}), None),
     "websocket more than 50 skus": (
         400, None,
         lambda s, t: s.ws_status(A, "&".join(f"sku=b{i}" for i in range(51))), None),

@@ -176,3 +176,19 @@ async def test_the_seeds_cursorless_long_poll_does_not_miss_a_change_between_pol
         foreign.cancel()
     finally:
         client.close()
+
+
+async def test_a_last_answered_cookie_nested_too_deep_is_ignored(start_app):
+    app = await start_app(BB_LONGPOLL_TIMEOUT_S="0.2")
+    await app.services.store.seed()
+    for snapshot in await app.services.store.snapshots(["internet"]):
+        app.services.hub.apply(snapshot)
+    client = AsyncHTTPClient(force_instance=True)
+    deep = base64.urlsafe_b64encode(b"[" * 3000).decode()
+    try:
+        reply = await client.fetch(f"{app.base}/cart/status?sku=internet",
+                                   headers={"Cookie": f"bb_lp_answered={deep}"},
+                                   raise_error=False)
+        assert reply.code == 200  # the seed's behaviour: the hold, then the snapshot
+    finally:
+        client.close()

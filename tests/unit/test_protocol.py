@@ -45,6 +45,7 @@ def test_sessions_are_signed_by_the_shared_secret():
     ({"Origin": "http://evil.test"}, True),
     ({"Origin": "http://shop.test:9999"}, True),
     ({"Origin": "null"}, True),
+    ({"Origin": "http://["}, True),  # not a URL: urlparse raises ValueError (was a 500)
     ({"Sec-Fetch-Site": "cross-site"}, True),
     ({"Sec-Fetch-Site": "same-origin", "Origin": "http://shop.test:8000"}, False),
 ])
