@@ -47,14 +47,23 @@ class StatusPollHandler(BaseHandler):
             last = self._last_answered(skus)
             seen_all = last is None or not any(map(is_ahead_of, entries, last))
         if seen_all and not self.services.draining:
-            waiter = self._waiter = self.services.hub.wait(skus)
+            loop = asyncio.get_running_loop()
             # jitter, so clients parked together do not all time out together
-            hold_s = self.services.config.longpoll_timeout_s * random.uniform(0.85, 1.0)
-            await asyncio.wait([waiter], timeout=hold_s)
-            if waiter.cancelled():  # the client went away
-                return
-            waiter.cancel()
-            entries = self.current_entries(skus)
+            deadline = loop.time() + (self.services.config.longpoll_timeout_s
+                                      * random.uniform(0.85, 1.0))
+            parked_with = entries
+            while True:
+                waiter = self._waiter = self.services.hub.wait(skus)
+                await asyncio.wait([waiter], timeout=max(0.0, deadline - loop.time()))
+                if waiter.cancelled():  # the client went away
+                    return
+                waiter.cancel()
+                entries = self.current_entries(skus)
+                # a coalesced fan-out may bring what this poll already had when it
+                # parked: that is no news, so it parks again for the rest of its hold
+                if (entries != parked_with or loop.time() >= deadline
+                        or self.services.draining):
+                    break
         if cursors is not None and any(cursor[0] is not None and is_behind(entry, cursor)
                                        for entry, cursor in zip(entries, cursors)):
             # never an answer older than what the client has seen (its count would go back).

@@ -192,3 +192,26 @@ async def test_a_last_answered_cookie_nested_too_deep_is_ignored(start_app):
         assert reply.code == 200  # the seed's behaviour: the hold, then the snapshot
     finally:
         client.close()
+
+
+async def test_a_coalesced_fan_out_of_what_a_poll_had_does_not_answer_it(start_app):
+    """A poll that parks after the newest snapshot was stored, while its fan-out waits for
+    the push interval, already has it: the delayed fan-out is no news to it."""
+    app = await start_app(BB_LONGPOLL_TIMEOUT_S="5", BB_PUSH_INTERVAL_S="0.3")
+    store, hub = app.services.store, app.services.hub
+    await store.seed()
+    hub.apply(await store.set_stock("internet", 9))  # fans out at once
+    newest = await store.set_stock("internet", 8)
+    hub.apply(newest)  # within the interval: its fan-out waits
+    client = AsyncHTTPClient(force_instance=True)
+    try:
+        poll = asyncio.ensure_future(client.fetch(
+            f"{app.base}/cart/status?sku=internet&since={newest.epoch}:{newest.version}"))
+        await asyncio.sleep(0.6)  # the delayed fan-out has gone out
+        assert not poll.done()
+        later = await store.set_stock("internet", 7)
+        hub.apply(later)
+        reply = await asyncio.wait_for(poll, 2)
+        assert json.loads(reply.body)["version"] == later.version
+    finally:
+        client.close()
