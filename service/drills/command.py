@@ -27,6 +27,7 @@ from service.drills.background import BackgroundLoad, DrillLoadError
 from service.drills.catalog import DRILLS, Drill
 from service.drills.judge import Budgets, Window, add_budget_flags, budgets_for, judge
 from service.load.command import LoadError
+from service.load.command import count as load_count
 from service.load.options import parse_duration
 from service.load.shop import ShopUnreachable, page_timing, release, state_after
 from service.ops.errors import OpsError
@@ -57,8 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--experiment", metavar="FILE", type=Path,
                         help="run this Chaos Toolkit experiment instead of NAME's own, "
                              "judged by NAME's budgets (a variant of a drill)")
-    for name, default in USERS.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=default,
+    for name, default in USERS.items():  # the load tool's user flags, with drill defaults
+        parser.add_argument(f"--{name.replace('_', '-')}", type=load_count, default=default,
                             metavar="N", help=f"(default {default})")
     add_budget_flags(parser)
 
@@ -87,10 +88,8 @@ def check_cluster(var_dir: Path, drills: list[Drill], args: argparse.Namespace) 
     if importlib.util.find_spec("chaoslib") is None or importlib.util.find_spec("locust") is None:
         raise DrillError("Chaos Toolkit or Locust is not installed: run `make venv` "
                          "(pip install -e '.[load]')")
-    if sum(getattr(args, name) for name in USERS) <= 0 or args.shoppers <= 0:
+    if args.shoppers <= 0:
         raise DrillError("a drill needs load: give at least one --shoppers")
-    if min(getattr(args, name) for name in USERS) < 0:
-        raise DrillError("user counts cannot be negative")
     if args.relax <= 0 or (args.budget_failure_ratio is not None
                            and not 0 <= args.budget_failure_ratio <= 1):
         raise DrillError("--relax must be above 0 and --budget-failure-ratio from 0 to 1")
