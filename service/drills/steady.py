@@ -70,8 +70,11 @@ def counts_consistent(var_dir: str, within_s: float = 15.0) -> bool:
     def problem() -> str | None:
         layout = Layout.load(Path(var_dir))
         try:
-            views = {name: _live_view(port) for name, port in layout.apps.items()}
-            truth = _api_books(f"http://127.0.0.1:{layout.http_port}")
+            base = f"http://127.0.0.1:{layout.http_port}"
+            skus = list(_api_books(base))
+            views = {name: _live_view(port, skus) for name, port in layout.apps.items()}
+            # Redis read after the views: a view may lag it (a change in flight), never lead
+            truth = _api_books(base)
         except (OSError, http.client.HTTPException, ValueError, KeyError) as exc:
             return f"could not read the counts ({exc})"
         return _disagreement(views, truth)
@@ -114,11 +117,10 @@ def _api_books(base: str) -> dict[str, dict[str, Any]]:
         page += 1
 
 
-def _live_view(port: int) -> dict[str, dict[str, Any]]:
-    """An instance's live view of every book: long-polls with a cursor behind every
+def _live_view(port: int, skus: list[str]) -> dict[str, dict[str, Any]]:
+    """An instance's live view of these books: long-polls with a cursor behind every
     version answer at once from what the instance holds in memory."""
     base = f"http://127.0.0.1:{port}"
-    skus = list(_api_books(base))
     view: dict[str, dict[str, Any]] = {}
     for start in range(0, len(skus), MAX_SKUS_PER_REQUEST):
         chunk = skus[start:start + MAX_SKUS_PER_REQUEST]
