@@ -159,3 +159,23 @@ def test_every_committed_experiment_is_the_generated_one_and_chaos_validates_it(
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stdout + done.stderr
         assert json.loads(drill.experiment.read_text())["rollbacks"]
+
+
+def test_the_steady_state_probes_say_when_the_cluster_is_inconsistent(tmp_path):
+    import time as clock
+
+    from service.drills.steady import _disagreement, load_failures_within
+    old = clock.time() * 1000 - 5_000
+    row = {"sku": "internet", "inventoryCount": 4, "version": 7, "epoch": "e1", "changedAt": old}
+    truth = {"internet": row}
+    assert _disagreement({"app-1": {"internet": row}}, truth) is None
+    assert "count 5" in _disagreement({"app-1": {"internet": {**row, "inventoryCount": 5}}},
+                                      truth)
+    assert "version 6" in _disagreement({"app-1": {"internet": {**row, "version": 6}}}, truth)
+    in_flight = {"internet": {**row, "changedAt": clock.time() * 1000}}
+    assert _disagreement({"app-1": {"internet": {**row, "version": 6}}}, in_flight) is None
+    assert "negative" in _disagreement({}, {"internet": {**row, "inventoryCount": -1}})
+    records = tmp_path / "records.json"
+    records.write_text(json.dumps({"outcomes": {"cart add": {"ok": 99, "failed": 1}}}))
+    assert load_failures_within(str(records), 0.02) is True
+    assert load_failures_within(str(records), 0.005) is False
