@@ -16,7 +16,12 @@ from support.deployment import ROOT, Deployment
 
 pytestmark = pytest.mark.timeout(240)
 
-SHORT = ["--duration", "3s", "--settle", "2s", "--relax", "3", "--shoppers", "6",
+# A 3-second drill makes ~150-250 requests, so one failed request is already 0.4-0.7 %:
+# a request nginx had sent to the hung node before the health watcher took it out waits
+# for the node's wake and may be reset then (502). The full drills' 0.5 % budget is for
+# thousands of requests; these get 2 %.
+SHORT = ["--duration", "3s", "--settle", "2s", "--relax", "3", "--budget-failure-ratio", "0.02",
+         "--shoppers", "6",
          "--ws-watchers", "12", "--lp-watchers", "4", "--rate-readers", "1"]
 FIGURES = {"steady_state", "lost_acked_holds", "negative_counts", "version_regressions",
            "failure_ratio", "longest_failure_window_s", "ws_converge_s", "lp_converge_s",
