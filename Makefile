@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint load drill drills load-scaling bench-load test-unit test-integration test-e2e deps deps-browser screenshots venv bench-fanout bench-toggle bench-seed bench-seed-deps clean
+.PHONY: demo test test-compose deps-docker lint load drill drills load-scaling bench-load test-unit test-integration test-e2e deps deps-browser screenshots venv bench-fanout bench-toggle bench-seed bench-seed-deps clean
 
 # The virtualenv is rebuilt whenever pyproject.toml changes.
 venv: $(VENV)/.installed
@@ -21,12 +21,21 @@ deps:
 deps-browser:
 	scripts/ensure-system-deps.sh chromium chromedriver
 
+# A Docker engine (started privately by the test when none runs), Debian's docker-compose
+# 1.29, and mmdebstrap for stand-in base images where no registry answers (tests/compose).
+deps-docker:
+	scripts/ensure-system-deps.sh dockerd docker-compose mmdebstrap iptables ip
+
 # `make demo BOOKS=2000 [COPIES=5]` serves a generated catalog of that many books
 demo: deps venv
 	$(BIN)/python -m service up --instances $${BB_DEMO_INSTANCES:-3}$(if $(BOOKS), --books $(BOOKS))$(if $(COPIES), --copies $(COPIES))
 
-test: venv lint deps deps-browser
+test: venv lint deps deps-browser deps-docker
 	$(BIN)/pytest -q
+
+# docker-compose.yml built and run on a real Docker engine (part of `make test`)
+test-compose: deps-docker venv
+	$(BIN)/pytest -q tests/compose
 
 # Style (ruff), types (mypy --strict on service/), the direction of imports between the
 # parts of service/ (import-linter, pyproject.toml) and no cycle or oversized module.

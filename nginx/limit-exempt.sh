@@ -1,5 +1,5 @@
 #!/bin/sh
-# The nginx container's entrypoint (docker-compose.yml): writes BB_LIMIT_EXEMPT, networks
+# Run first by the nginx container's entrypoint (compose-entrypoint.sh): writes BB_LIMIT_EXEMPT, networks
 # separated by commas ("172.28.0.1/32,10.0.0.0/8"), as the `geo` list of addresses the
 # rate limits leave alone (compose.conf includes it), then runs the command: nginx. The
 # local cluster's `up` renders the same setting (service/ops/edge.py).

@@ -9,6 +9,11 @@ declare -A PACKAGE_OF=(
   [chromium]=chromium
   [chromedriver]=chromium-driver
   [siege]=siege
+  [dockerd]=docker.io
+  [docker-compose]=docker-compose
+  [mmdebstrap]=mmdebstrap
+  [iptables]=iptables
+  [ip]=iproute2
 )
 
 missing=()

@@ -10,7 +10,7 @@ import socket
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse, urlunparse
 
 from service.paths import DEFAULT_CATALOG
 
@@ -23,7 +23,9 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Config:
+    # never holds a password (safe to log): that is redis_password
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_password: str = dataclasses.field(default="", repr=False)
     host: str = "127.0.0.1"
     port: int = 8000
     instance_id: str = ""
@@ -60,12 +62,14 @@ class Config:
         """Read BB_* variables; flags given on the command line win. Raises ConfigError."""
         env = os.environ if environ is None else environ
         port = flags.get("port") or _number(env, "BB_PORT", 8000, int, minimum=1, maximum=65535)
-        secret = env.get("BB_COOKIE_SECRET", "")
+        secret = secret_setting(env, "BB_COOKIE_SECRET")
         if secret and len(secret) < 16:
             raise ConfigError("BB_COOKIE_SECRET is too short: use at least 16 characters "
                                 "(e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`)")
+        redis_url, redis_password = redis_setting(env, cls.redis_url)
         settings = cls(
-            redis_url=_redis_url(env.get("BB_REDIS_URL", cls.redis_url)),
+            redis_url=redis_url,
+            redis_password=redis_password,
             host=flags.get("host") or env.get("BB_HOST", cls.host),
             port=port,
             instance_id=env.get("BB_INSTANCE_ID") or f"{socket.gethostname()}-{port}",
@@ -97,7 +101,7 @@ class Config:
                                    minimum=0.1, maximum=86400),
             search_stale_s=_number(env, "BB_SEARCH_STALE_S", cls.search_stale_s, float,
                                    minimum=0.1, maximum=7 * 86400),
-            admin_token=_admin_token(env.get("BB_ADMIN_TOKEN", "")),
+            admin_token=_admin_token(secret_setting(env, "BB_ADMIN_TOKEN")),
             trusted_proxies=_networks(env, "BB_TRUSTED_PROXIES", cls.trusted_proxies),
             demo_blocking=bool(flags.get("demo_blocking", False)),
         )
@@ -168,9 +172,45 @@ def _http_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def _redis_url(url: str) -> str:
+def secret_setting(env: Mapping[str, str], name: str) -> str:
+    """A secret given as NAME, or read from the file NAME_FILE (Docker's convention, which
+    keeps it out of `docker inspect` and process listings); "" when neither is set."""
+    value, path = env.get(name, ""), env.get(f"{name}_FILE", "")
+    if value and path:
+        raise ConfigError(f"both {name} and {name}_FILE are set: keep one")
+    if not path:
+        return value
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{name}_FILE={path}: cannot read it ({exc.strerror}); point it at "
+                          f"the file holding the secret, or set {name} instead") from None
+
+
+def redis_setting(env: Mapping[str, str], default_url: str) -> tuple[str, str]:
+    """(BB_REDIS_URL without its password, the password): from the URL's
+    `redis://:PASSWORD@host` or BB_REDIS_PASSWORD / BB_REDIS_PASSWORD_FILE."""
+    url = env.get("BB_REDIS_URL") or default_url
     parsed = urlparse(url)
     if parsed.scheme not in ("redis", "rediss", "unix") or not (parsed.hostname or parsed.path):
-        raise ConfigError(f"BB_REDIS_URL={url!r} is not a Redis URL "
-                            "(expected e.g. redis://127.0.0.1:6379/0)")
-    return url
+        raise ConfigError(f"BB_REDIS_URL={redact_url(url)!r} is not a Redis URL "
+                          "(expected e.g. redis://127.0.0.1:6379/0)")
+    in_url = unquote(parsed.password or "")
+    given = secret_setting(env, "BB_REDIS_PASSWORD")
+    if in_url and given and in_url != given:
+        raise ConfigError("BB_REDIS_URL holds a password and BB_REDIS_PASSWORD(_FILE) "
+                          "another: give it once")
+    return redact_url(url), given or in_url
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password (what may be printed or logged); a user name stays."""
+    parsed = urlparse(url)
+    if parsed.password is None:
+        return url
+    host = parsed.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    user = f"{parsed.username}@" if parsed.username else ""
+    netloc = f"{user}{host}" + (f":{parsed.port}" if parsed.port else "")
+    return urlunparse(parsed._replace(netloc=netloc))

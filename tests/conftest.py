@@ -1,11 +1,11 @@
-"""Every test is marked by its directory: unit, integration or e2e (`pytest -m unit`)."""
+"""Every test is marked by its directory: unit, integration, e2e or compose (`pytest -m unit`)."""
 
 from pathlib import Path
 
 import pytest
 
 TESTS = Path(__file__).resolve().parent
-KINDS = ("unit", "integration", "e2e")
+KINDS = ("unit", "integration", "e2e", "compose")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -8,7 +8,7 @@ import logging
 import sys
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, RedisError
 
 from service.arguments import bounded
 from service.cli.common import setup_logging
@@ -66,10 +66,18 @@ def cmd_stock(args: argparse.Namespace) -> int:
     except StockBelowHolds as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except AuthenticationError as exc:
+        print(f"error: Redis at {config.redis_url} refused us ({exc}): {PASSWORD_FIX}",
+              file=sys.stderr)
+        return 1
     except (RedisError, OSError) as exc:
         print(f"error: cannot reach Redis at {config.redis_url} ({exc}); start it "
               f"(`make demo`) or set BB_REDIS_URL", file=sys.stderr)
         return 1
+
+
+PASSWORD_FIX = ("set BB_REDIS_PASSWORD, or BB_REDIS_PASSWORD_FILE to a file holding it "
+                "(`make demo` keeps its Redis password in var/redis_password)")
 
 
 def register(commands: Any) -> None:

@@ -108,8 +108,23 @@ def cmd_health_watch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_secrets(args: argparse.Namespace) -> int:
+    import os
+
+    from service.ops.errors import OpsError
+    from service.ops.secrets import ensure_secrets
+    try:
+        ensure_secrets(Path(args.dir), os.environ, mode=0o644 if args.shared else 0o600)
+    except (OpsError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"secrets ready in {args.dir}")
+    return 0
+
+
 def register(commands: Any) -> None:
-    """Add `up`, `catalog`, `ctl`, `health-watch` and `upstream-sim` to the command line."""
+    """Add `up`, `catalog`, `ctl`, `health-watch`, `secrets` and `upstream-sim` to the
+    command line."""
     up = commands.add_parser("up", help="run the local cluster under supervisord: Redis, the "
                              "upstream simulator, N instances and nginx")
     up.add_argument("--instances", type=int, default=3, help="app instances (default 3)")
@@ -165,6 +180,15 @@ def register(commands: Any) -> None:
     watch.add_argument("--var-dir", default=str(DEFAULT_VAR_DIR),
                        help="the var/ folder of the cluster (default ./var)")
     watch.set_defaults(func=cmd_health_watch)
+
+    secrets = commands.add_parser(
+        "secrets", help="(compose's first service) write the cookie secret, admin token and "
+                        "Redis password into a folder: given in BB_* > kept > generated")
+    secrets.add_argument("--dir", required=True, help="the folder (a volume in compose)")
+    secrets.add_argument("--shared", action="store_true",
+                         help="files readable by every user (Redis and the instances run as "
+                              "other users in their containers); default: owner only")
+    secrets.set_defaults(func=cmd_secrets)
 
     sim = commands.add_parser("upstream-sim", help="run the simulated upstream search API")
     sim.add_argument("--port", type=int, default=9000, help="port to listen on (default 9000)")

@@ -67,7 +67,7 @@ class CountingHTTPServer(HTTPServer):
         super().on_close(server_conn)
 
 
-def redis_clients(redis_url: str) -> tuple[aioredis.Redis, aioredis.Redis]:
+def redis_clients(redis_url: str, password: str = "") -> tuple[aioredis.Redis, aioredis.Redis]:
     """(commands client, pub/sub client).
 
     Commands retry briefly so a blip is invisible but a dead Redis answers 503 fast.
@@ -75,17 +75,18 @@ def redis_clients(redis_url: str) -> tuple[aioredis.Redis, aioredis.Redis]:
     skip the resync that recovers messages lost meanwhile.
     """
     commands = aioredis.Redis.from_url(
-        redis_url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10,
-        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 2))
+        redis_url, password=password or None, socket_connect_timeout=2, socket_timeout=5,
+        health_check_interval=10, retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 2))
     pubsub = aioredis.Redis.from_url(
-        redis_url, socket_connect_timeout=2, health_check_interval=10, retry=Retry(NoBackoff(), 0))
+        redis_url, password=password or None, socket_connect_timeout=2, health_check_interval=10,
+        retry=Retry(NoBackoff(), 0))
     return commands, pubsub
 
 
 def build_services(config: Config) -> tuple[Services, aioredis.Redis]:
     """The instance's services, and the Redis client its subscription uses."""
     catalog = Catalog.load(config.catalog_path)
-    commands, pubsub = redis_clients(config.redis_url)
+    commands, pubsub = redis_clients(config.redis_url, config.redis_password)
     clock = RedisClock()  # learnt from the store's replies, stamped on the hub's answers
     store = InventoryStore(commands, catalog, config.hold_ttl_s, clock,
                            hold_max_s=config.hold_max_s,

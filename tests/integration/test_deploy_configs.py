@@ -30,6 +30,7 @@ COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 # where the compose nginx's entrypoint writes BB_LIMIT_EXEMPT (nginx/limit-exempt.sh)
 COMPOSE_EXEMPT_FILE = "/etc/nginx/conf.d/bb-limit-exempt.conf"
+COMPOSE_SERVERS_FILE = "/etc/nginx/conf.d/bb-upstream-servers.conf"
 
 
 def nginx_test(conf: Path, *, prefix: Path, hosts: str | None = None) -> subprocess.CompletedProcess:
@@ -113,7 +114,12 @@ def test_the_compose_nginx_config_passes_nginx_t(tmp_path):
     assert rendered.returncode == 0 and rendered.stdout == "172.28.0.1/32 1;\n10.0.0.0/8 1;\n"
     compose = (conf_dir / "compose.conf").read_text()
     assert compose.count(COMPOSE_EXEMPT_FILE) == 1
-    (conf_dir / "compose.conf").write_text(compose.replace(COMPOSE_EXEMPT_FILE, str(exempt)))
+    # and the replicas' addresses, which the entrypoint keeps current
+    servers = tmp_path / "bb-upstream-servers.conf"
+    servers.write_text("server 127.0.0.1:8000 max_fails=1 fail_timeout=3s;\n")
+    compose = compose.replace(COMPOSE_EXEMPT_FILE, str(exempt))
+    compose = compose.replace(COMPOSE_SERVERS_FILE, str(servers))
+    (conf_dir / "compose.conf").write_text(compose)
     result = nginx_test(conf_dir / "compose.conf", prefix=tmp_path,
                         hosts="127.0.0.1 localhost\n127.0.0.1 app\n")
     assert result.returncode == 0, result.stderr
@@ -207,14 +213,17 @@ def test_every_limited_location_keeps_what_it_did_and_answers_429_in_the_error_s
 
 def test_compose_has_every_service_with_health_checks_and_startup_order():
     services = COMPOSE["services"]
-    assert set(services) == {"redis", "upstream-sim", "app", "nginx"}
+    assert set(services) == {"secrets", "redis", "upstream-sim", "app", "nginx"}
     for name, service in services.items():
-        assert service.get("healthcheck", {}).get("test"), f"{name} has no health check"
+        if name != "secrets":  # a one-shot service: it exits once the secrets are written
+            assert service.get("healthcheck", {}).get("test"), f"{name} has no health check"
+    assert services["redis"]["depends_on"]["secrets"]["condition"] == \
+        "service_completed_successfully"
     assert services["app"]["deploy"]["replicas"] == 3
     assert services["app"]["depends_on"]["redis"]["condition"] == "service_healthy"
     assert services["app"]["depends_on"]["upstream-sim"]["condition"] == "service_healthy"
     assert services["nginx"]["depends_on"]["app"]["condition"] == "service_healthy"
-    assert services["nginx"]["ports"] == ["8000:8000"]
+    assert services["nginx"]["ports"] == ["${BB_HTTP_ADDRESS:-0.0.0.0}:${BB_HTTP_PORT:-8000}:8000"]
     assert "redis-data:/data" in services["redis"]["volumes"]
     assert "redis-data" in COMPOSE["volumes"]
 
@@ -231,13 +240,16 @@ def test_compose_environment_names_are_settings_the_app_reads():
         if name == "nginx":
             continue
         for variable in service.get("environment", {}) or {}:
+            # BB_X_FILE: the secret BB_X read from a file (config.secret_setting)
+            variable = variable.removesuffix("_FILE")
             assert variable in read_by_app, f"{name}: {variable} is not a setting of service/config.py"
 
 
 def test_compose_nginx_renders_bb_limit_exempt_at_start():
     nginx = COMPOSE["services"]["nginx"]
     script = (ROOT / "nginx" / "limit-exempt.sh").read_text()
-    assert nginx["entrypoint"] == ["/bin/sh", "/etc/nginx/bb/limit-exempt.sh"]
+    assert nginx["entrypoint"] == ["/bin/sh", "/etc/nginx/bb/compose-entrypoint.sh"]
+    assert "sh /etc/nginx/bb/limit-exempt.sh" in (ROOT / "nginx" / "compose-entrypoint.sh").read_text()
     assert set(nginx["environment"]) == {"BB_LIMIT_EXEMPT"}
     assert "${BB_LIMIT_EXEMPT:-}" in script and 'exec "$@"' in script
     assert COMPOSE_EXEMPT_FILE in script
@@ -245,7 +257,9 @@ def test_compose_nginx_renders_bb_limit_exempt_at_start():
 
 def test_the_dockerfile_runs_as_a_non_root_user_with_a_health_check():
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
-    assert re.search(r"^FROM python:3\.\d+-slim", dockerfile, re.M)
+    # the official image by default; a build argument so a test can stand one in
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.\d+-slim$", dockerfile, re.M)
+    assert re.search(r"^FROM \$\{PYTHON_IMAGE\}$", dockerfile, re.M)
     user = re.search(r"^USER (\S+)", dockerfile, re.M).group(1)
     assert user not in ("root", "0")
     assert re.search(r"^HEALTHCHECK .*readyz", dockerfile, re.M | re.S)
@@ -266,7 +280,7 @@ def _essence(argv: list[str]) -> list[str]:
     """The command without paths, ports and addresses: what is run, not where."""
     words = [Path(argv[0]).name.replace("python3", "python")]
     skip_value = {"--port", "--host", "--dir", "--bind", "--protected-mode", "-p", "-g",
-                  "--latency-ms"}
+                  "--latency-ms", "--include"}
     rest = iter(argv[1:])
     for word in rest:
         if word in skip_value:

@@ -1,5 +1,7 @@
 """Config: defaults, and bad values refused at start with a message naming the fix."""
 
+import re
+
 import pytest
 
 from service.config import Config, ConfigError
@@ -85,3 +87,39 @@ def test_bad_catalogs_are_refused(tmp_path, content, words):
     path.write_text(content)
     with pytest.raises(CatalogError, match=words):
         Catalog.load(path)
+
+
+def test_a_redis_password_comes_from_the_url_the_setting_or_a_file(tmp_path):
+    in_url = Config.from_env({"BB_REDIS_URL": "redis://:pa%40ss@10.0.0.5:6380/1"})
+    assert (in_url.redis_url, in_url.redis_password) == ("redis://10.0.0.5:6380/1", "pa@ss")
+    assert "pa@ss" not in repr(in_url) and "pa%40ss" not in repr(in_url)
+    given = Config.from_env({"BB_REDIS_PASSWORD": "s3cret"})
+    assert given.redis_password == "s3cret" and "s3cret" not in repr(given)
+    kept = tmp_path / "redis_password"
+    kept.write_text("from-a-file\n")
+    assert Config.from_env({"BB_REDIS_PASSWORD_FILE": str(kept)}).redis_password == "from-a-file"
+    assert Config.from_env({}).redis_password == ""
+
+
+@pytest.mark.parametrize("env, words", [
+    ({"BB_REDIS_PASSWORD": "a", "BB_REDIS_PASSWORD_FILE": "/x"}, "both BB_REDIS_PASSWORD and"),
+    ({"BB_REDIS_PASSWORD_FILE": "/no/such/file"}, "BB_REDIS_PASSWORD_FILE=/no/such/file: cannot"),
+    ({"BB_REDIS_URL": "redis://:pw-one-x1@h:1/0", "BB_REDIS_PASSWORD": "pw-two-x2"},
+     "give it once"),
+    ({"BB_REDIS_URL": "http://:pw-one-x1@h:1/0"}, "is not a Redis URL"),
+    ({"BB_ADMIN_TOKEN_FILE": "/no/such/file"}, "BB_ADMIN_TOKEN_FILE=/no/such/file"),
+])
+def test_a_secret_setting_that_cannot_be_used_is_refused(env, words):
+    with pytest.raises(ConfigError, match=re.escape(words)) as refused:
+        Config.from_env(env)
+    # the message never repeats a password
+    assert "pw-one-x1" not in str(refused.value) and "pw-two-x2" not in str(refused.value)
+
+
+def test_the_cookie_secret_and_admin_token_can_come_from_files(tmp_path):
+    (tmp_path / "cookie").write_text("c" * 32)
+    (tmp_path / "token").write_text("t" * 24 + "\n")
+    config = Config.from_env({"BB_COOKIE_SECRET_FILE": str(tmp_path / "cookie"),
+                              "BB_ADMIN_TOKEN_FILE": str(tmp_path / "token")})
+    assert config.cookie_secret == "c" * 32 and not config.cookie_secret_is_random
+    assert config.admin_token == "t" * 24
