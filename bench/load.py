@@ -101,7 +101,9 @@ def run_load(cluster: LocalCluster, out: Path, users: tuple[int, int, int], dura
     """One `python -m service load`; its summary with CPU figures added."""
     shoppers, ws, lp = users
     command = [sys.executable, "-m", "service", "load", "--url", cluster.base,
-               "--redis-url", cluster.redis_url, "--out", str(out), "--per-book", "1000",
+               "--redis-url", cluster.redis_url,
+               "--redis-password-file", str(cluster.redis_password_file), "--out", str(out),
+               "--per-book", "1000",
                "--duration", f"{duration_s}s", "--shoppers", str(shoppers), "--ws-watchers",
                str(ws), "--lp-watchers", str(lp), "--rate-readers", "2", *extra]
     servers_before = tree_cpu_s(cluster.proc.pid)

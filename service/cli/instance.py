@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from redis.exceptions import AuthenticationError, RedisError
@@ -14,6 +16,7 @@ from service.arguments import bounded
 from service.cli.common import setup_logging
 from service.config import Config
 from service.listen import PortInUse
+from service.ops.errors import OpsError
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -60,7 +63,11 @@ async def _stock(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_stock(args: argparse.Namespace) -> int:
     from service.inventory import StockBelowHolds
-    config = Config.from_env()
+    try:
+        config = Config.from_env(_local_cluster_redis(args.var_dir) if args.var_dir else None)
+    except OpsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         return asyncio.run(_stock(args, config))
     except StockBelowHolds as exc:
@@ -76,8 +83,19 @@ def cmd_stock(args: argparse.Namespace) -> int:
         return 1
 
 
-PASSWORD_FIX = ("set BB_REDIS_PASSWORD, or BB_REDIS_PASSWORD_FILE to a file holding it "
-                "(`make demo` keeps its Redis password in var/redis_password)")
+def _local_cluster_redis(var_dir: str) -> dict[str, str]:
+    """The environment with BB_REDIS_* pointing at the Redis of the local cluster in
+    var_dir, and its password file (which `up` keeps there)."""
+    from service.ops.layout import Layout
+    layout = Layout.load(Path(var_dir))
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith("BB_REDIS_PASSWORD")}
+    return {**env, "BB_REDIS_URL": f"redis://127.0.0.1:{layout.redis_port}/0",
+            "BB_REDIS_PASSWORD_FILE": str(layout.redis_password_file)}
+
+
+PASSWORD_FIX = ("for the local cluster give --var-dir (make demo's: var); otherwise set "
+                "BB_REDIS_PASSWORD, or BB_REDIS_PASSWORD_FILE to a file holding it")
 
 
 def register(commands: Any) -> None:
@@ -90,15 +108,23 @@ def register(commands: Any) -> None:
                             "(stalls the whole process; for make bench-seed only)")
     serve.set_defaults(func=cmd_serve)
 
-    stock = commands.add_parser("stock", help="show, set or reset stock in Redis (BB_REDIS_URL)")
+    stock = commands.add_parser("stock", help="show, set or reset stock in Redis (BB_REDIS_URL, "
+                                              "or the local cluster's with --var-dir)")
     stock_commands = stock.add_subparsers(dest="stock_command", required=True)
-    stock_commands.add_parser("show", help="stock, holds and count per book")
-    set_stock = stock_commands.add_parser("set", help="set a book's total stock")
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("--var-dir", metavar="DIR",
+                       help="the Redis of the local cluster in DIR (make demo's: var), with the "
+                            "password `up` keeps there; default: BB_REDIS_URL and "
+                            "BB_REDIS_PASSWORD(_FILE)")
+    stock_commands.add_parser("show", parents=[where], help="stock, holds and count per book")
+    set_stock = stock_commands.add_parser("set", parents=[where],
+                                          help="set a book's total stock")
     set_stock.add_argument("sku")
     set_stock.add_argument("count", type=bounded(int, 0))
     reset = stock_commands.add_parser(
-        "reset", help="release every hold and set every book's stock, telling every client "
-                      "(before a load test); covers every book Redis has, of any catalog")
+        "reset", parents=[where],
+        help="release every hold and set every book's stock, telling every client (before a "
+             "load test); covers every book Redis has, of any catalog")
     reset.add_argument("--per-book", type=bounded(int, 0), metavar="N",
                        help="every book's stock (default: the catalog's; books of another "
                             "catalog keep theirs)")

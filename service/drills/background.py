@@ -24,14 +24,15 @@ class DrillLoadError(RuntimeError):
 class BackgroundLoad:
     """One Locust run against `base`, its reports in `out`."""
 
-    def __init__(self, base: str, redis_url: str, out: Path, users: dict[str, int],
-                 settle_s: float):
+    def __init__(self, base: str, redis_url: str, redis_password_file: Path, out: Path,
+                 users: dict[str, int], settle_s: float):
         self.base, self.out, self.users = base, out, users
         self.stop_file = out / "stop"
         parser = argparse.ArgumentParser()
         load_command.add_arguments(parser)
         self.args = parser.parse_args(["--url", base, "--duration", MAX_LOAD, "--settle",
                                        f"{settle_s}s", "--redis-url", redis_url,
+                                       "--redis-password-file", str(redis_password_file),
                                        "--out", str(out)])
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -203,7 +203,8 @@ def run_drill(drill: Drill, layout: Layout, args: argparse.Namespace) -> dict[st
     users = {name: getattr(args, name) for name in USERS}
     print(f"drill {drill.name}: {drill.fault}\n  load {users} against {base}: "
           f"{args.duration:g}s, the fault, {args.duration:g}s", flush=True)
-    load = BackgroundLoad(base, f"redis://127.0.0.1:{layout.redis_port}/0", out / "load",
+    load = BackgroundLoad(base, f"redis://127.0.0.1:{layout.redis_port}/0",
+                          layout.redis_password_file, out / "load",
                           users, args.settle)
     load_start_ms = time.time() * 1000
     load.start()

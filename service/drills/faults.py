@@ -95,7 +95,8 @@ def restart_all(var_dir: str) -> dict[str, Any]:
 def drop_subscriptions(var_dir: str) -> dict[str, Any]:
     """CLIENT KILL TYPE pubsub: every instance's subscription connection is cut."""
     layout = _layout(var_dir)
-    client = redis.Redis(host="127.0.0.1", port=layout.redis_port, socket_timeout=5)
+    client = redis.Redis(host="127.0.0.1", port=layout.redis_port, socket_timeout=5,
+                         password=layout.redis_password())
     with contextlib.closing(client):
         killed = int(client.client_kill_filter(_type="pubsub"))
     log.info("killed %d pub/sub connection(s)", killed)

@@ -23,9 +23,11 @@ from service.load import judge as judging
 from service.load import report
 from service.load.options import FLUSH_S, add_slo_flags, parse_duration, slos_from
 from service.load.shop import ShopUnreachable, check, release, state_after
+from service.paths import DEFAULT_VAR_DIR
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 DEMO_REDIS_URL = "redis://127.0.0.1:6390/0"  # `make demo`'s
+DEMO_PASSWORD_FILE = DEFAULT_VAR_DIR / "redis_password"  # kept there by `up`
 COUNTS = ("shoppers", "ws_watchers", "lp_watchers", "rate_readers")
 DEFAULTS = {"shoppers": 40, "ws_watchers": 100, "lp_watchers": 20, "rate_readers": 4}
 
@@ -72,6 +74,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redis-url", default=os.environ.get("BB_REDIS_URL", DEMO_REDIS_URL),
                         help="the shop's Redis, for `stock reset` before the load "
                              "(default BB_REDIS_URL or make demo's)")
+    parser.add_argument("--redis-password-file", metavar="FILE",
+                        default=os.environ.get("BB_REDIS_PASSWORD_FILE"),
+                        help="a file holding that Redis's password (default "
+                             "BB_REDIS_PASSWORD_FILE; for make demo's Redis, var/redis_password)")
     parser.add_argument("--per-book", type=count, default=None, metavar="N",
                         help="stock of every book after the reset (default: the catalog's)")
     parser.add_argument("--no-reset", action="store_true",
@@ -177,8 +183,14 @@ def reset_stock(args: argparse.Namespace) -> None:
     command = [sys.executable, "-m", "service", "stock", "reset"]
     if args.per_book is not None:
         command += ["--per-book", str(args.per_book)]
-    done = subprocess.run(command, env={**os.environ, "BB_REDIS_URL": args.redis_url},
-                          capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "BB_REDIS_URL": args.redis_url}
+    password_file = args.redis_password_file
+    if password_file is None and args.redis_url == DEMO_REDIS_URL and \
+            "BB_REDIS_PASSWORD" not in env and DEMO_PASSWORD_FILE.exists():
+        password_file = str(DEMO_PASSWORD_FILE)
+    if password_file:
+        env["BB_REDIS_PASSWORD_FILE"] = password_file
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
         raise LoadError(f"could not reset the stock at {args.redis_url}: "
                         f"{done.stderr.strip() or done.stdout.strip()} (give the shop's "

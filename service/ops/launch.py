@@ -83,6 +83,17 @@ class LocalCluster:
     def redis_url(self) -> str:
         return f"redis://127.0.0.1:{self.redis_port}/0"
 
+    @property
+    def redis_password_file(self) -> Path:
+        """The file `up` keeps its Redis's password in."""
+        return self.var_dir / "redis_password"
+
+    @property
+    def redis_env(self) -> dict[str, str]:
+        """What `python -m service stock` (and any BB_* client) needs to reach that Redis."""
+        return {"BB_REDIS_URL": self.redis_url,
+                "BB_REDIS_PASSWORD_FILE": str(self.redis_password_file)}
+
     def stop(self) -> int:
         """SIGTERM `up` (by its PID): it stops everything it started."""
         if self.proc is None:

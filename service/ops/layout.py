@@ -47,6 +47,16 @@ class Layout:
                 "upstream-sim": self.upstream_port, **self.apps}
 
     @property
+    def redis_password_file(self) -> Path:
+        """The local Redis's password, made by `up` (service/ops/secrets.py)."""
+        return self.var_dir / "redis_password"
+
+    def redis_password(self) -> str | None:
+        """That password, or None for a var/ from before `up` made one."""
+        path = self.redis_password_file
+        return path.read_text().strip() if path.exists() else None
+
+    @property
     def supervisor_conf(self) -> Path:
         return self.var_dir / "supervisord.conf"
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import shutil
 import string
 import sys
@@ -22,6 +21,7 @@ from service.ops import edge
 from service.ops.errors import OpsError
 from service.ops.layout import Layout
 from service.ops.procs import redis_server_path
+from service.ops.secrets import ensure_secrets
 from service.paths import DEPLOY, NGINX, ROOT
 
 SUPERVISOR_TEMPLATE = DEPLOY / "supervisord.conf.template"
@@ -53,14 +53,6 @@ def executable(name: str, package: str) -> str:
     if path is None:
         raise OpsError(f"{name} not found: run `apt-get install {package}` (or `make deps`)")
     return path
-
-
-def _shared_secret(path: Path) -> str:
-    """A secret kept in var/, made once, so restarts keep sessions and admin links valid."""
-    if not path.exists():
-        path.write_text(secrets.token_hex(32))
-        path.chmod(0o600)
-    return path.read_text().strip()
 
 
 def upstream_block(layout: Layout, down: frozenset[str] = frozenset()) -> str:
@@ -143,14 +135,14 @@ def _common(layout: Layout) -> dict[str, Any]:
 
 def supervisor_config(layout: Layout) -> str:
     """supervisord.conf: redis, the simulator, every instance, nginx."""
-    var = layout.var_dir
+    # kept in var/ (made once), so restarts keep sessions and admin sign-ins valid; the
+    # instances read them from there (BB_*_FILE) and Redis includes its password
+    ensure_secrets(layout.var_dir, {}, say=lambda _: None)
     common = _common(layout)
     stopwait_s = app_stop_wait_s(layout)
     apps = "".join(
         _fill(APP_PROGRAM_TEMPLATE, name=name, port=port, drain_s=layout.drain_s,
-              stopwait_s=stopwait_s, cookie_secret=_shared_secret(var / "cookie_secret"),
-              admin_token=_shared_secret(var / "admin_token"),
-              catalog_env=catalog_env(layout), **common)
+              stopwait_s=stopwait_s, catalog_env=catalog_env(layout), **common)
         for name, port in layout.apps.items())
     return _fill(SUPERVISOR_TEMPLATE, app_programs=apps, redis_server=redis_server_path(),
                  upstream_latency_ms=layout.upstream_latency_ms,

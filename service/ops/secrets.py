@@ -90,3 +90,11 @@ def _write(path: Path, text: str, mode: int) -> None:
     temporary.chmod(mode)
     temporary.write_text(text)
     temporary.replace(path)
+
+
+def without_secret_settings(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` without the secrets' settings (and their _FILE forms): the local cluster's
+    processes get theirs from var/, and an instance given both forms refuses to start."""
+    names = {secret.setting for secret in SECRETS}
+    return {name: value for name, value in env.items()
+            if name.removesuffix("_FILE") not in names}

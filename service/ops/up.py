@@ -22,6 +22,7 @@ from service.ops.errors import OpsError
 from service.ops.layout import Layout
 from service.ops.probes import http_ok, is_ready, port_is_free, process_alive
 from service.ops.render import render, supervisord_stop_s
+from service.ops.secrets import without_secret_settings
 from service.ops.supervisor import process_states
 from service.ops.upstream import forget_marks
 
@@ -61,7 +62,7 @@ def run_up(layout: Layout) -> int:
     with open(layout.logs / "supervisord.out", "ab") as out:  # the child keeps its own copy
         supervisord = subprocess.Popen(
             [sys.executable, "-m", "supervisor.supervisord", "-c", str(layout.supervisor_conf)],
-            stdout=out, stderr=subprocess.STDOUT,
+            stdout=out, stderr=subprocess.STDOUT, env=without_secret_settings(os.environ),
             start_new_session=True)  # Ctrl-C reaches `up` only; `up` stops supervisord
     children: dict[str, int] = {}
     try:
@@ -142,7 +143,8 @@ def _print_urls(layout: Layout) -> None:
              "  metrics         on each instance's own port below, at /metrics "
              "(not through nginx)"]
     lines += [f"  {name:<15} http://127.0.0.1:{port}/" for name, port in layout.apps.items()]
-    lines += [f"  redis           redis://127.0.0.1:{layout.redis_port}/0",
+    lines += [f"  redis           redis://127.0.0.1:{layout.redis_port}/0 (its password: "
+              f"{layout.redis_password_file})",
               f"  upstream sim    http://127.0.0.1:{layout.upstream_port}/stats",
               "Operate it: python -m service ctl status | stop app-2 | start app-2 | "
               "restart app-2 | restart-all | scale N",

@@ -79,6 +79,13 @@ class ShopMixin(_Handler):
             entries.append(entry)
         return entries
 
+    async def catch_up(self, skus: list[str]) -> None:
+        """This instance is behind a client on these books (the client saw newer versions
+        through another instance; this one's subscription lags, or was just lost): read
+        them from Redis, the truth, and take them (the hub pushes what is newer)."""
+        for snapshot in await self.services.store.snapshots(skus):
+            self.services.hub.apply(snapshot)
+
     def wants_html(self) -> bool:
         return self.request.headers.get("Accept", "").startswith("text/html")
 

@@ -1,6 +1,9 @@
 """GET /cart/status with `Upgrade: websocket`: the WebSocket of seed listing 5-7.
 
-On open it sends the current snapshot of each requested SKU, then every change. Pushes
+On open it sends the current snapshot of each requested SKU, then every change. A page
+that reconnects sends its `since` cursors: a book this instance is behind on (the page
+saw a newer version elsewhere) is not sent on open, which would take the page's count
+back; the instance reads it from Redis and pushes it once it has it. Pushes
 bypass `write_message`, which frames per client, allocates a Future and schedules a
 callback per message: the hub frames each change once and every socket sends those same
 bytes with one `send()` call. A socket whose previous write is still queued gets only the
@@ -12,6 +15,7 @@ with thousands of idle sockets the per-socket timers cost more memory than the s
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from asyncio import Future
@@ -23,6 +27,7 @@ from tornado.iostream import StreamClosedError
 from service.live import Entry, LiveHub, websocket_text_frame
 from service.web import sessions
 from service.web.base import ShopMixin
+from service.web.cursors import Cursor, is_behind, parse_cursors
 from service.web.errors import ApiError
 from service.web.fastpath import forget_request, send_frame
 
@@ -42,6 +47,8 @@ def heartbeat_frame(server_time_ms: int) -> bytes:
 
 class StatusSocketHandler(ShopMixin, tornado.websocket.WebSocketHandler):
     skus: tuple[str, ...] = ()
+    cursors: list[Cursor] | None = None  # what the page has seen (`since`), if it said
+    _catching_up: Future[None] | None = None
     # ?heartbeat=1: the page hears from the server every BB_HEARTBEAT_S, so it can tell a
     # silent (hung) server from a quiet book; the seed's clients do not ask
     wants_heartbeat = False
@@ -58,6 +65,7 @@ class StatusSocketHandler(ShopMixin, tornado.websocket.WebSocketHandler):
             # Origin urlsplit refuses ("http://["): a 500 for any client that sends one
             raise ApiError(403, "cross_site", "this Origin names no site")
         self.skus = tuple(self.requested_skus())
+        self.cursors = parse_cursors(self.get_query_argument("since", None), len(self.skus))
         self.current_entries(self.skus)
         self.wants_heartbeat = self.get_query_argument("heartbeat", "") == "1"
 
@@ -74,11 +82,18 @@ class StatusSocketHandler(ShopMixin, tornado.websocket.WebSocketHandler):
         self.last_heard = time.monotonic()
         self.services.hub.attach(self, self.skus)
         now_ms = self.services.store.clock.now_ms()
-        for entry in self.current_entries(self.skus):
-            if self._pending is not None:  # a slow reader from the first frame on
+        behind = []
+        for index, entry in enumerate(self.current_entries(self.skus)):
+            if self.cursors is not None and is_behind(entry, self.cursors[index]):
+                behind.append(entry.snapshot.sku)  # never older than what the page has
+            elif self._pending is not None:  # a slow reader from the first frame on
                 self._pending[entry.snapshot.sku] = entry
             else:
                 self._send(entry.frame_at(now_ms))
+        if behind:
+            # kept, so the task is not collected while it runs
+            self._catching_up = asyncio.ensure_future(self.catch_up(behind))
+            self._catching_up.add_done_callback(_log_failed_catch_up)
         # an idle socket lives for hours; the request it came from is never read again
         forget_request(self)
 
@@ -153,3 +168,9 @@ def ping_sockets(hub: LiveHub, now_s: float | None = None) -> int:
     """Ping every open socket; close those silent for SILENT_PEER_TIMEOUT_S. Returns closed."""
     now_s = time.monotonic() if now_s is None else now_s
     return sum(subscriber.keep_alive(now_s) for subscriber in list(hub.subscribers()))
+
+
+def _log_failed_catch_up(task: Future[None]) -> None:
+    """A catch-up that could not reach Redis: the subscription brings the change later."""
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("could not catch up a reopened socket from Redis: %s", task.exception())

@@ -35,7 +35,9 @@ class StatusPollHandler(BaseHandler):
         cursors = parse_cursors(self.get_query_argument("since", None), len(skus))
         entries = self.current_entries(skus)
         if cursors is not None and any(map(is_behind, entries, cursors)):
-            entries = await self._catch_up(skus, entries, cursors)
+            await self.catch_up([sku for sku, entry, cursor in zip(skus, entries, cursors)
+                                 if is_behind(entry, cursor)])
+            entries = self.current_entries(skus)
         # a bare version ahead of Redis itself is from before Redis started over: the
         # client has not seen the current state, so it is news
         seen_all = cursors is None or not any(
@@ -96,16 +98,6 @@ class StatusPollHandler(BaseHandler):
         self.set_cookie(LAST_ANSWERED_COOKIE, value.decode(), path="/cart/status",
                         httponly=True, samesite="Lax", secure=self.is_https(),
                         max_age=LAST_ANSWERED_MAX_AGE_S)
-
-    async def _catch_up(self, skus: list[str], entries: list[Entry],
-                        cursors: list[Cursor]) -> list[Entry]:
-        """This instance is behind the client (its subscription lags, or was just lost):
-        read the books it is behind on from Redis, the truth, and take them."""
-        behind = [sku for sku, entry, cursor in zip(skus, entries, cursors)
-                  if is_behind(entry, cursor)]
-        for snapshot in await self.services.store.snapshots(behind):
-            self.services.hub.apply(snapshot)
-        return self.current_entries(skus)
 
     def on_connection_close(self) -> None:
         if self._waiter is not None:

@@ -85,7 +85,7 @@ class Shop:
         result = subprocess.run(
             [sys.executable, "-m", "service", "stock", "set", sku, str(stock)], cwd=ROOT,
             capture_output=True, text=True, timeout=30,
-            env={**os.environ, "BB_REDIS_URL": f"redis://127.0.0.1:{self.cluster.redis_port}/0"})
+            env={**os.environ, **self.cluster.redis_env})
         assert result.returncode == 0, result.stdout + result.stderr
         return result.stdout
 

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis as redis_sync
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
@@ -248,6 +249,34 @@ async def test_a_rolling_restart_under_steady_posts_fails_none_and_loses_no_hold
 
 
 @pytest.mark.timeout(120)
+def test_redis_asks_for_the_password_up_made_and_no_command_line_shows_it(deployment):
+    password = deployment.redis_password_file.read_text().strip()
+    assert len(password) == 64
+    with pytest.raises(redis_sync.AuthenticationError):
+        redis_sync.Redis(host="127.0.0.1", port=deployment.redis_port, socket_timeout=5).ping()
+    assert deployment.redis().ping()
+    for name, pid in deployment.pids().items():
+        command_line = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        environment = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+        assert password not in command_line and password not in environment, name
+    # the instances read it from the file
+    app_environment = Path(f"/proc/{deployment.pids()['app-1']}/environ").read_bytes()
+    assert f"BB_REDIS_PASSWORD_FILE={deployment.redis_password_file}".encode() in app_environment
+
+
+def test_stock_finds_the_local_clusters_redis_and_password_by_var_dir(deployment):
+    def stock(*args: str, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "service", "stock", *args], cwd=ROOT,
+                              capture_output=True, text=True, timeout=30,
+                              env={**os.environ, **env})
+    shown = stock("show", "--var-dir", str(deployment.var_dir))
+    assert shown.returncode == 0 and "internet" in shown.stdout, shown.stderr
+    refused = stock("show", BB_REDIS_URL=deployment.redis_url)
+    assert refused.returncode == 1 and "give --var-dir" in refused.stderr, refused.stderr
+    nowhere = stock("show", "--var-dir", str(deployment.var_dir.parent / "nothing-here"))
+    assert nowhere.returncode == 2 and "no cluster was started from" in nowhere.stderr
+
+
 def test_stopping_up_leaves_no_process_behind(tmp_path):
     deployment = Deployment(tmp_path / "var", instances=1)
     deployment.start()

@@ -38,8 +38,8 @@ def load(shop: Deployment, out: Path, *args: str, during=None, duration_s: float
          settle_s: float = 3) -> tuple[int, str, dict | None]:
     """Run the load tool; `during(started)` runs once Locust's records first appear."""
     command = [sys.executable, "-m", "service", "load", "--url", shop.base,
-               "--redis-url", f"redis://127.0.0.1:{shop.redis_port}/0", "--out", str(out),
-               "--duration", f"{duration_s}s", "--settle", f"{settle_s}s", *args]
+               "--redis-url", shop.redis_url, "--redis-password-file",
+               str(shop.redis_password_file), "--out", str(out), "--duration", f"{duration_s}s", "--settle", f"{settle_s}s", *args]
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=dict(os.environ))
     injector = None
@@ -164,7 +164,8 @@ def test_bad_arguments_exit_2_before_anything_changes(shop, tmp_path, args, mess
     redis.zadd(keys.holds_key("redis"), {"sentinel-session": time.time() * 1000 + 600_000})
     before = redis.zrange(keys.holds_key("redis"), 0, -1)
     result = subprocess.run([sys.executable, "-m", "service", "load", "--out", str(tmp_path),
-                             "--redis-url", f"redis://127.0.0.1:{shop.redis_port}/0", *args],
+                             "--redis-url", shop.redis_url, "--redis-password-file",
+                             str(shop.redis_password_file), *args],
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2, result.stdout + result.stderr
     assert message in result.stderr, result.stderr
@@ -176,6 +177,5 @@ def test_bad_arguments_exit_2_before_anything_changes(shop, tmp_path, args, mess
 def test_stock_reset_refuses_a_negative_count(shop):
     result = subprocess.run([sys.executable, "-m", "service", "stock", "reset", "--per-book",
                              "-1"], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                            env={**os.environ,
-                                 "BB_REDIS_URL": f"redis://127.0.0.1:{shop.redis_port}/0"})
+                            env={**os.environ, **shop.redis_env})
     assert result.returncode == 2 and "out of range" in result.stderr, result.stderr

@@ -20,7 +20,8 @@ class Deployment(LocalCluster):
     """A LocalCluster a test can reach into: its Redis, and sessions it signs itself."""
 
     def redis(self) -> redis_sync.Redis:
-        return redis_sync.Redis(host="127.0.0.1", port=self.redis_port, socket_timeout=5)
+        return redis_sync.Redis(host="127.0.0.1", port=self.redis_port, socket_timeout=5,
+                                password=self.redis_password_file.read_text().strip())
 
     def session(self) -> tuple[str, str]:
         """A session as the shop would issue it (the cluster's shared secret signs it)."""

@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 
 import pytest
 from tornado.httpclient import AsyncHTTPClient
+from tornado.websocket import websocket_connect
 
 from service.live import Entry
 from service.web import sessions
@@ -108,6 +109,35 @@ async def test_a_long_poll_never_answers_older_than_its_cursor(start_app):
         assert reply.code == 503 and json.loads(reply.body)["error"] == "behind"
     finally:
         client.close()
+
+
+async def test_a_reopened_socket_never_starts_older_than_its_cursor(start_app):
+    app = await start_app()
+    store, hub = app.services.store, app.services.hub
+    await store.seed()
+    for snapshot in await store.snapshots(store.catalog.skus):
+        hub.apply(snapshot)
+    old_redis = hub.current("redis").snapshot
+    old = hub.current("internet").snapshot
+    new = await store.set_stock("internet", 9)  # the hub has not heard of it (it lags)
+    assert hub.current("internet").snapshot == old
+    ws_base = app.base.replace("http://", "ws://")
+    socket = await websocket_connect(
+        f"{ws_base}/cart/status?sku=internet&sku=redis"
+        f"&since={new.epoch}:{new.version},{old_redis.epoch}:{old_redis.version}")
+    try:
+        first = json.loads(await socket.read_message())
+        second = json.loads(await socket.read_message())
+        # the book it was not behind on at once; the other only once read from Redis
+        assert (first["sku"], first["version"]) == ("redis", old_redis.version)
+        assert (second["sku"], second["version"]) == ("internet", new.version), second
+    finally:
+        socket.close()
+    reply = await AsyncHTTPClient(force_instance=True).fetch(
+        f"{app.base}/cart/status?sku=internet&since=x:%C2%B2",
+        headers={"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+                 "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}, raise_error=False)
+    assert reply.code == 400 and json.loads(reply.body)["error"] == "bad_since"
 
 
 async def test_every_answer_carries_the_security_headers_and_no_server(shop):

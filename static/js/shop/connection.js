@@ -86,8 +86,13 @@ export function createConnection(skus, status, snapshots, forceLongPoll, timing)
     wsTimer = null;
     if (stopped || ws) return;
     if (forceLongPoll || typeof WebSocket === 'undefined') { startLongPoll(); return; }
+    // `since`: what this page has shown, so an instance that is behind it sends nothing
+    // older on open (the count never goes back) and catches up from Redis first
+    const query = skuQuery();
+    query.set('since', snapshots.since(false));
+    query.set('heartbeat', '1');
     const url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host +
-      '/cart/status?' + skuQuery().toString() + '&heartbeat=1';
+      '/cart/status?' + query.toString();
     let sock;
     let opened = false;
     try {
