@@ -26,6 +26,12 @@ class Config:
     # never holds a password (safe to log): that is redis_password
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_password: str = dataclasses.field(default="", repr=False)
+    # Sentinel mode when set (BB_REDIS_SENTINELS): (host, port) of each sentinel, and the
+    # name they know the primary by; then every cart change waits for a replica
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_service: str = "bb"
+    # how long a cart change waits for a replica to confirm it (Sentinel mode)
+    redis_confirm_timeout_s: float = 1.0
     host: str = "127.0.0.1"
     port: int = 8000
     instance_id: str = ""
@@ -70,6 +76,11 @@ class Config:
         settings = cls(
             redis_url=redis_url,
             redis_password=redis_password,
+            redis_sentinels=_sentinels(env.get("BB_REDIS_SENTINELS", "")),
+            redis_service=_service_name(env.get("BB_REDIS_SERVICE") or cls.redis_service),
+            redis_confirm_timeout_s=_number(env, "BB_REDIS_CONFIRM_TIMEOUT_S",
+                                            cls.redis_confirm_timeout_s, float, minimum=0.01,
+                                            maximum=60),
             host=flags.get("host") or env.get("BB_HOST", cls.host),
             port=port,
             instance_id=env.get("BB_INSTANCE_ID") or f"{socket.gethostname()}-{port}",
@@ -170,6 +181,31 @@ def _http_url(url: str) -> str:
         raise ConfigError(f"BB_UPSTREAM_URL={url!r} is not an http(s) base URL "
                             "(expected e.g. http://127.0.0.1:9000, the simulator)")
     return url.rstrip("/")
+
+
+def _sentinels(raw: str) -> tuple[tuple[str, int], ...]:
+    """BB_REDIS_SENTINELS: host:port (or [v6]:port), comma-separated."""
+    found = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        parsed = urlparse(f"//{item}")
+        try:
+            port = parsed.port
+        except ValueError:
+            port = None
+        if not parsed.hostname or port is None or parsed.path or parsed.username:
+            raise ConfigError(f"BB_REDIS_SENTINELS: {item!r} is not host:port (expected e.g. "
+                              "10.0.0.5:26379,10.0.0.6:26379,10.0.0.7:26379)")
+        found.append((parsed.hostname, port))
+    return tuple(found)
+
+
+def _service_name(name: str) -> str:
+    if not name.replace("-", "").replace("_", "").replace(".", "").isalnum() or len(name) > 64:
+        raise ConfigError(f"BB_REDIS_SERVICE={name!r}: a Sentinel master name is letters, "
+                          "digits, '-', '_' or '.'")
+    return name
 
 
 def secret_setting(env: Mapping[str, str], name: str) -> str:

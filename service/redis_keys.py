@@ -46,6 +46,12 @@ def holders_key(sku: str) -> str:
     return f"{KEY_PREFIX}:{{{sku}}}:holders"
 
 
+def replid_key(sku: str) -> str:
+    """The replication ID of the primary the SKU's epoch was made on (Sentinel mode:
+    service/inventory/replication.py)."""
+    return f"{KEY_PREFIX}:{{{sku}}}:replid"
+
+
 def sku_keys(sku: str) -> list[str]:
     """The keys every inventory script takes, in the scripts' KEYS order."""
     return [stock_key(sku), holds_key(sku), version_key(sku), epoch_key(sku),

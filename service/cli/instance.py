@@ -17,6 +17,7 @@ from service.cli.common import setup_logging
 from service.config import Config
 from service.listen import PortInUse
 from service.ops.errors import OpsError
+from service.redis_connect import described
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -34,7 +35,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 async def _stock(args: argparse.Namespace, config: Config) -> int:
     from service.instance.server import build_services
-    services, pubsub = build_services(config)
+    services = build_services(config)
     store = services.store
     try:
         await store.seed()
@@ -55,10 +56,12 @@ async def _stock(args: argparse.Namespace, config: Config) -> int:
             for row in await store.stock_report():
                 print(f"{row['sku']:<12} {row['stock']:>6} {row['holds']:>6} {row['count']:>6} "
                       f"{row['version']:>8}  {row['epoch']}")
+            assert services.connection is not None
+            print(_described(await services.connection.topology()))
         return 0
     finally:
-        await services.redis.aclose()
-        await pubsub.aclose()
+        assert services.connection is not None
+        await services.connection.aclose()
 
 
 def cmd_stock(args: argparse.Namespace) -> int:
@@ -74,13 +77,25 @@ def cmd_stock(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except AuthenticationError as exc:
-        print(f"error: Redis at {config.redis_url} refused us ({exc}): {PASSWORD_FIX}",
+        print(f"error: Redis at {described(config)} refused us ({exc}): {PASSWORD_FIX}",
               file=sys.stderr)
         return 1
     except (RedisError, OSError) as exc:
-        print(f"error: cannot reach Redis at {config.redis_url} ({exc}); start it "
-              f"(`make demo`) or set BB_REDIS_URL", file=sys.stderr)
+        print(f"error: Redis at {described(config)} failed: {exc} (is it running? `make demo` "
+              "starts one; BB_REDIS_URL or BB_REDIS_SENTINELS say where it is)", file=sys.stderr)
         return 1
+
+
+
+def _described(topology: dict[str, Any]) -> str:
+    """`stock show`'s last lines: where the inventory lives."""
+    if topology["mode"] == "single":
+        return f"Redis: {topology['primary']} (one Redis)"
+    lines = [f"Redis: primary {topology['primary']} (Sentinel), "
+             f"{len(topology['replicas'])} replica(s)"]
+    lines += [f"  replica {r['address']}: {r['state']}, {r['lag_s']} s since its last ack, "
+              f"{r['behind_bytes']} bytes behind" for r in topology["replicas"]]
+    return "\n".join(lines)
 
 
 def _local_cluster_redis(var_dir: str) -> dict[str, str]:

@@ -9,22 +9,20 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import RedisError
 from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream
 
 from service import redis_keys
 from service.config import Config
-from service.inventory import Catalog, InventoryStore
+from service.inventory import Catalog, InventoryStore, ReplicaConfirm
 from service.inventory.clock import RedisClock
 from service.listen import listen
 from service.live import InventoryFeed, LiveHub
 from service.loops import every
 from service.monitor.heartbeat import HEARTBEAT_INTERVAL_S, heartbeat, send_heartbeat
 from service.monitor.metrics import Metrics
+from service.redis_connect import connect
 from service.search import SearchCache, Upstream
 from service.web.app import make_app
 from service.web.limits import MAX_HEADER_BYTES, SERVER_MAX_BODY_BYTES
@@ -35,6 +33,8 @@ log = logging.getLogger(__name__)
 
 # background tasks get this long to finish after cancellation before we stop waiting
 TASK_STOP_TIMEOUT_S = 2.0
+# the last word to Redis on the way out (the heartbeat's delete)
+FAREWELL_TIMEOUT_S = 1.0
 # An idle keep-alive connection is closed after this long, and a client gets this long for
 # its whole request header. Just above nginx's upstream keepalive_timeout (2 s,
 # nginx/compose.conf and ops/render.py): nginx always drops an idle connection first, so
@@ -67,32 +67,19 @@ class CountingHTTPServer(HTTPServer):
         super().on_close(server_conn)
 
 
-def redis_clients(redis_url: str, password: str = "") -> tuple[aioredis.Redis, aioredis.Redis]:
-    """(commands client, pub/sub client).
-
-    Commands retry briefly so a blip is invisible but a dead Redis answers 503 fast.
-    The pub/sub client must not retry: redis-py would resubscribe silently and we would
-    skip the resync that recovers messages lost meanwhile.
-    """
-    commands = aioredis.Redis.from_url(
-        redis_url, password=password or None, socket_connect_timeout=2, socket_timeout=5,
-        health_check_interval=10, retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 2))
-    pubsub = aioredis.Redis.from_url(
-        redis_url, password=password or None, socket_connect_timeout=2, health_check_interval=10,
-        retry=Retry(NoBackoff(), 0))
-    return commands, pubsub
-
-
-def build_services(config: Config) -> tuple[Services, aioredis.Redis]:
-    """The instance's services, and the Redis client its subscription uses."""
+def build_services(config: Config) -> Services:
+    """The instance's services, on the Redis clients the settings select."""
     catalog = Catalog.load(config.catalog_path)
-    commands, pubsub = redis_clients(config.redis_url, config.redis_password)
+    connection = connect(config)
+    commands = connection.commands
     clock = RedisClock()  # learnt from the store's replies, stamped on the hub's answers
+    confirm = ReplicaConfirm(1, config.redis_confirm_timeout_s) if connection.replicated \
+        else None
     store = InventoryStore(commands, catalog, config.hold_ttl_s, clock,
                            hold_max_s=config.hold_max_s,
-                           max_holds_per_address=config.max_holds_per_address)
+                           max_holds_per_address=config.max_holds_per_address, confirm=confirm)
     hub = LiveHub(config.instance_id, clock, config.push_interval_s)
-    feed = InventoryFeed(pubsub, store, hub)
+    feed = InventoryFeed(connection.pubsub, store, hub, promotions=connection.replicated)
     metrics = Metrics()
     upstream = Upstream(config.upstream_url, config.upstream_kind, config.upstream_timeout_s,
                         observe=metrics.observe_upstream)
@@ -100,7 +87,7 @@ def build_services(config: Config) -> tuple[Services, aioredis.Redis]:
                          fresh_s=config.search_fresh_s, stale_s=config.search_stale_s,
                          upstream_timeout_s=config.upstream_timeout_s)
     return Services(config, catalog, commands, store, hub, feed, search=search,
-                    metrics=metrics), pubsub
+                    metrics=metrics, connection=connection)
 
 
 def background_tasks(services: Services) -> list[asyncio.Task[None]]:
@@ -109,6 +96,8 @@ def background_tasks(services: Services) -> list[asyncio.Task[None]]:
     started_s = time.time()
 
     async def beat() -> None:
+        if services.connection is not None:
+            await services.connection.refresh_primary()
         await send_heartbeat(services.redis,
                              heartbeat(services, config.instance_id, config.port, started_s))
 
@@ -129,7 +118,9 @@ async def run_instance(config: Config) -> None:
     if config.cookie_secret_is_random:
         log.warning("BB_COOKIE_SECRET is not set: using a random one; instances will not "
                     "accept each other's sessions. Set BB_COOKIE_SECRET for a cluster.")
-    services, pubsub_redis = build_services(config)
+    services = build_services(config)
+    assert services.connection is not None
+    await services.connection.check()  # a setting that leads nowhere stops the start
     sockets = listen(config.port, config.host, "stop what uses it or choose another with --port")
     server = CountingHTTPServer(make_app(services), max_body_size=SERVER_MAX_BODY_BYTES,
                                 max_header_size=MAX_HEADER_BYTES,
@@ -141,8 +132,8 @@ async def run_instance(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    log.info("instance %s listening on http://%s:%d (Redis %s)", config.instance_id,
-             config.host, config.port, config.redis_url)
+    log.info("instance %s listening on http://%s:%d (Redis: %s)", config.instance_id,
+             config.host, config.port, services.connection.described)
     await stop.wait()
     await drain(services, server, config.drain_s)
     for task in tasks:
@@ -153,12 +144,14 @@ async def run_instance(config: Config) -> None:
                     ", ".join(task.get_name() for task in stuck))
     if services.search is not None:
         await services.search.aclose()  # background refreshes and the upstream HTTP client
-    try:  # tell the others at once rather than when the heartbeat expires
-        await services.redis.delete(redis_keys.heartbeat_key(config.instance_id))
-    except (RedisError, OSError):
+    try:  # tell the others at once rather than when the heartbeat expires; bounded, as a
+        # Redis that is gone (or a failover in progress) must not hold up the stop
+        await asyncio.wait_for(
+            services.redis.delete(redis_keys.heartbeat_key(config.instance_id)),
+            FAREWELL_TIMEOUT_S)
+    except (RedisError, OSError, TimeoutError):
         pass
-    await services.redis.aclose()
-    await pubsub_redis.aclose()
+    await services.connection.aclose()
     log.info("instance %s stopped", config.instance_id)
 
 

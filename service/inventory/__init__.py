@@ -2,8 +2,10 @@
 
 from service.inventory.address_holds import TooManyHolds
 from service.inventory.catalog import Book, Catalog, CatalogError
+from service.inventory.replication import NotConfirmed, Promotions, ReplicaConfirm
 from service.inventory.snapshot import CartResult, Snapshot, SoldOut, StockBelowHolds, UnknownSku
 from service.inventory.store import InventoryStore
 
-__all__ = ["Book", "CartResult", "Catalog", "CatalogError", "InventoryStore", "Snapshot",
-           "SoldOut", "StockBelowHolds", "TooManyHolds", "UnknownSku"]
+__all__ = ["Book", "CartResult", "Catalog", "CatalogError", "InventoryStore", "NotConfirmed",
+           "Promotions", "ReplicaConfirm", "Snapshot", "SoldOut", "StockBelowHolds",
+           "TooManyHolds", "UnknownSku"]

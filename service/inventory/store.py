@@ -13,6 +13,7 @@ from service.inventory import address_holds, scripts
 from service.inventory.address_holds import AddressHolds
 from service.inventory.catalog import Catalog
 from service.inventory.clock import RedisClock
+from service.inventory.replication import NotConfirmed, ReplicaConfirm
 from service.inventory.snapshot import (
     CartResult,
     Hold,
@@ -46,7 +47,7 @@ class InventoryStore:
 
     def __init__(self, redis: aioredis.Redis, catalog: Catalog, hold_ttl_s: float,
                  clock: RedisClock | None = None, hold_max_s: float = 3600.0,
-                 max_holds_per_address: int = 0):
+                 max_holds_per_address: int = 0, confirm: ReplicaConfirm | None = None):
         self.redis = redis
         self.catalog = catalog
         self.hold_ttl_ms = int(hold_ttl_s * 1000)
@@ -55,6 +56,8 @@ class InventoryStore:
         self.address_holds = AddressHolds(redis, max_holds_per_address, self.hold_ttl_ms,
                                           self.hold_max_ms) if max_holds_per_address else None
         self.clock = clock or RedisClock()
+        # Sentinel mode: a cart change waits for a replica (replication.py); else None
+        self.confirm = confirm
         self._slice_start = 0  # where the sweeper's next slice of the catalog begins
         self._add = redis.register_script(scripts.ADD)
         self._remove = redis.register_script(scripts.REMOVE)
@@ -63,6 +66,13 @@ class InventoryStore:
         self._sweep = redis.register_script(scripts.SWEEP)
         self._seed = redis.register_script(scripts.SEED)
         self._read = redis.register_script(scripts.READ)
+
+    async def _change(self, script: Any, keys: list[str], args: list[str | int]) -> Any:
+        """A cart change's script; with replication, confirmed by a replica (or raises
+        NotConfirmed, once the change is made)."""
+        if self.confirm is None:
+            return await script(keys=keys, args=args)
+        return await self.confirm.run(self.redis, script, keys, args)
 
     def _args(self, sku: str, *extra: str | int) -> list[str | int]:
         return [redis_keys.INVENTORY_CHANNEL, sku, *extra]
@@ -150,9 +160,11 @@ class InventoryStore:
         limit = self.address_holds if address else None
         reservation = await limit.reserve(address, sku, session_id) if limit else None
         try:
-            row = await self._add(keys=keys, args=self._args(
+            row = await self._change(self._add, keys, self._args(
                 sku, session_id, self.hold_ttl_ms, self.hold_max_ms, address))
             result = self._result(sku, row)
+        except NotConfirmed:
+            raise  # the hold exists on the primary: its reservation stays (a retry settles it)
         except BaseException:
             if limit and reservation:  # the book refused (or the call failed): give it back
                 await limit.release(reservation)
@@ -166,8 +178,8 @@ class InventoryStore:
 
     async def remove(self, sku: str, session_id: str) -> CartResult:
         """Release the session's copy, if it holds one (idempotent)."""
-        row = await self._remove(keys=redis_keys.sku_keys(self._known(sku)),
-                                 args=self._args(sku, session_id))
+        row = await self._change(self._remove, redis_keys.sku_keys(self._known(sku)),
+                                 self._args(sku, session_id))
         result = self._result(sku, row)
         if self.address_holds is not None:
             await self.address_holds.released(_text(row[8]), sku, session_id)

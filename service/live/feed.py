@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from service import redis_keys
-from service.inventory import InventoryStore, Snapshot
+from service.inventory import InventoryStore, Promotions, Snapshot
 from service.live.hub import LiveHub
 from service.loops import Backoff, raise_if_cancelling
 
@@ -24,18 +24,24 @@ class InventoryFeed:
     hub pushes to clients only where they are newer than what it already had.
     """
 
-    def __init__(self, pubsub_redis: aioredis.Redis, store: InventoryStore, hub: LiveHub):
+    def __init__(self, pubsub_redis: aioredis.Redis, store: InventoryStore, hub: LiveHub,
+                 promotions: bool = False):
         # pubsub_redis must be a client without automatic retries: redis-py would
         # otherwise reconnect and resubscribe silently, skipping our resync.
         self.redis = pubsub_redis
         self.store = store
         self.hub = hub
+        # replicated Redis (Sentinel): a resync may follow a failover, after which every
+        # book needs a new epoch (service/inventory/replication.py)
+        self.promotions = Promotions(store.redis) if promotions else None
         self.subscribed = asyncio.Event()
         self.resyncs = 0
 
     async def run(self) -> None:
         """Subscribe, resync, relay messages; on any Redis failure back off and repeat."""
-        backoff = Backoff(base_s=0.1, cap_s=5.0)
+        # capped at 1 s: after a failover the promoted primary is reached within a second
+        # of Sentinel naming it
+        backoff = Backoff(base_s=0.1, cap_s=1.0)
         while True:
             try:
                 await self._subscribe_and_relay(backoff)
@@ -55,6 +61,10 @@ class InventoryFeed:
             created = await self.store.seed()
             if created:
                 log.info("initialised %d SKU(s) in Redis", created)
+            if self.promotions is not None:
+                renewed = await self.promotions.renew_epochs(self.store.catalog.skus)
+                if renewed:
+                    log.info("a new primary: %d book(s) got a new epoch", renewed)
             for snapshot in await self.store.snapshots(self.store.catalog.skus):
                 self.hub.apply(snapshot)
             self.resyncs += 1

@@ -21,7 +21,8 @@ def heartbeat(instance: Observed, instance_id: str, port: int, started_s: float)
     return {"id": instance_id, "pid": os.getpid(), "port": port,
             "startedAt": started_s, "beatAt": time.time(), "draining": instance.draining,
             "websockets": counts["websocket"], "longpolls": counts["longpoll"],
-            "inFlight": instance.inflight, "resyncs": instance.feed.resyncs}
+            "inFlight": instance.inflight, "resyncs": instance.feed.resyncs,
+            "redisPrimary": instance.redis_primary}
 
 
 async def send_heartbeat(redis: aioredis.Redis, beat: dict[str, Any]) -> None:

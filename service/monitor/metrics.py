@@ -25,6 +25,9 @@ class Observed(Protocol):
     draining: bool
     inflight: int
 
+    @property
+    def redis_primary(self) -> str: ...
+
 
 class Metrics:
     """One registry per process (a fresh one per app in tests, so nothing collides)."""
@@ -79,3 +82,9 @@ class _LiveCollector:
                                 value=int(instance.draining))
         yield GaugeMetricFamily("bb_requests_in_flight", "HTTP requests being handled",
                                 value=instance.inflight)
+        primary = GaugeMetricFamily("bb_redis_primary", "The Redis primary this instance "
+                                    "writes to, as last asked (1 for its address)",
+                                    labels=["address"])
+        if instance.redis_primary:
+            primary.add_metric([instance.redis_primary], 1)
+        yield primary

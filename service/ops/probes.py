@@ -47,10 +47,14 @@ def is_ready(port: int) -> bool:
     return http_ok(f"http://127.0.0.1:{port}/readyz", timeout_s=1.0)
 
 
-def redis_answers(port: int) -> bool:
-    """Whether a redis-server on 127.0.0.1:port answers PING."""
+def redis_answers(port: int, password: str | None = None) -> bool:
+    """Whether a redis-server (or sentinel) on 127.0.0.1:port answers PING."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
+            if password:
+                conn.sendall(b"AUTH %s\r\n" % password.encode())
+                if not conn.recv(64).startswith(b"+OK"):
+                    return False
             conn.sendall(b"PING\r\n")
             return conn.recv(16).startswith(b"+PONG")
     except OSError:

@@ -42,13 +42,25 @@ def _require_free(port: int, what: str) -> None:
         raise OpsError(f"port {port} is in use: stop what uses it or choose another {what} port")
 
 
-def start_redis(port: int, data_dir: Path, log_path: Path | None = None) -> subprocess.Popen[bytes]:
-    """A redis-server with the project's config (AOF on) on 127.0.0.1:port."""
+def start_redis(port: int, data_dir: Path, log_path: Path | None = None,
+                conf: Path = REDIS_CONF, password: str | None = None) -> subprocess.Popen[bytes]:
+    """A redis-server with the project's config (AOF on), or a node's own config file
+    that includes it (service/ops/redis_ha.py), on 127.0.0.1:port."""
     _require_free(port, "Redis")
     data_dir.mkdir(parents=True, exist_ok=True)
-    proc = _spawn([redis_server_path(), str(REDIS_CONF), "--port", str(port),
+    proc = _spawn([redis_server_path(), str(conf), "--port", str(port),
                    "--dir", str(data_dir)], log_path)
-    _wait_or_stop(proc, lambda: redis_answers(port), 20, f"redis-server on port {port}")
+    _wait_or_stop(proc, lambda: redis_answers(port, password), 20,
+                  f"redis-server on port {port}")
+    return proc
+
+
+def start_sentinel(port: int, conf: Path, log_path: Path | None = None,
+                   password: str | None = None) -> subprocess.Popen[bytes]:
+    """redis-server in Sentinel mode with `conf` (which it rewrites as it learns)."""
+    _require_free(port, "Sentinel")
+    proc = _spawn([redis_server_path(), str(conf), "--sentinel", "--port", str(port)], log_path)
+    _wait_or_stop(proc, lambda: redis_answers(port, password), 20, f"sentinel on port {port}")
     return proc
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from service.ops import edge
 from service.ops.errors import OpsError
+from service.ops.files import write_whole
 from service.ops.layout import Layout
 from service.ops.procs import redis_server_path
 from service.ops.secrets import ensure_secrets
@@ -107,7 +108,7 @@ def render(layout: Layout) -> list[str]:
                   user_directive=edge.user_directive(edge.worker_user()))
     notes = [_write_unless_edited(layout.supervisor_conf, supervisor_config(layout), var),
              _write_unless_edited(layout.nginx_conf, nginx, var)]
-    layout.upstream_conf.write_text(upstream_block(layout))
+    write_whole(layout.upstream_conf, upstream_block(layout))
     (var / "nginx" / "limit-exempt.conf").write_text(limit_exempt)
     layout.save()
     return [note for note in notes if note]

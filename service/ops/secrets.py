@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service.ops.errors import OpsError
+from service.ops.files import write_whole
 
 REDIS_AUTH_CONF = "redis-auth.conf"
 
@@ -75,21 +76,14 @@ def ensure_secrets(folder: Path, env: Mapping[str, str], say: Callable[[str], No
             value = secrets.token_hex(32)
             say(f"{secret.what}: none given ({secret.setting}), so one was generated and "
                 f"kept in {path}; set {secret.setting} to choose your own")
-        _write(path, value, mode)
+        write_whole(path, value, mode)
         files[secret.setting] = path
-    _write(folder / REDIS_AUTH_CONF,
-           "# written by `python -m service secrets`: Redis asks every client for this\n"
-           f"requirepass {(folder / 'redis_password').read_text().strip()}\n", mode)
+    write_whole(folder / REDIS_AUTH_CONF,
+           "# written by `python -m service secrets`: Redis asks every client for this,\n"
+           "# and a replica gives it to its primary (Sentinel mode)\n"
+           f"requirepass {(folder / 'redis_password').read_text().strip()}\n"
+           f"masterauth {(folder / 'redis_password').read_text().strip()}\n", mode)
     return files
-
-
-def _write(path: Path, text: str, mode: int) -> None:
-    """Whole or not at all (a reader never sees half a secret), with its mode from the start."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.touch(mode=mode)
-    temporary.chmod(mode)
-    temporary.write_text(text)
-    temporary.replace(path)
 
 
 def without_secret_settings(env: Mapping[str, str]) -> dict[str, str]:

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from service.ops.files import write_whole
 from service.ops.layout import Layout
 from service.ops.render import upstream_block
 from service.ops.supervisor import process_states
@@ -42,10 +43,7 @@ def _names(layout: Layout, file: str) -> set[str]:
 
 
 def _keep(layout: Layout, file: str, names: set[str]) -> None:
-    path = layout.var_dir / "nginx" / file
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(sorted(names)))
-    temporary.replace(path)
+    write_whole(layout.var_dir / "nginx" / file, json.dumps(sorted(names)))
 
 
 def hung(layout: Layout) -> set[str]:
@@ -88,7 +86,7 @@ def _write(layout: Layout, rpc: Any, down: set[str]) -> None:
     text = upstream_block(layout, frozenset(out | sick))
     if layout.upstream_conf.exists() and layout.upstream_conf.read_text() == text:
         return  # nothing changed: no reload
-    layout.upstream_conf.write_text(text)
+    write_whole(layout.upstream_conf, text)  # nginx may be reloading meanwhile
     if states.get("nginx", {}).get("statename") == "RUNNING":
         rpc.supervisor.signalProcess("nginx", "HUP")
         time.sleep(NGINX_RELOAD_SETTLE_S)

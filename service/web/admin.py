@@ -76,8 +76,9 @@ class AdminBase(BaseHandler):
         """Every instance and every book, as the admin page shows them."""
         services = self.services
         report = await services.store.stock_report()
+        redis = await services.connection.topology() if services.connection else None
         return {"instances": await instances_view(services.redis), "books": report,
-                "answeredBy": services.config.instance_id}
+                "redis": redis, "answeredBy": services.config.instance_id}
 
 
 class AdminLoginHandler(BaseHandler):

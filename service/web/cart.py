@@ -6,7 +6,7 @@ import json
 import math
 import re
 
-from service.inventory import SoldOut, TooManyHolds, UnknownSku
+from service.inventory import NotConfirmed, SoldOut, TooManyHolds, UnknownSku
 from service.web import sessions
 from service.web.base import BaseHandler
 from service.web.errors import ApiError, unknown_sku
@@ -97,6 +97,11 @@ class CartHandler(BaseHandler):
                            "we keep for one address at once. Remove a book from a cart (or "
                            "wait for a hold to expire) and try again.",
                            retry_after_s=wait_s) from None
+        except NotConfirmed:
+            raise ApiError(503, "not_confirmed",
+                           "Your change reached the shop but could not yet be confirmed by its "
+                           "backup; it may or may not be kept. Send it again: doing so twice "
+                           "is safe.", retry_after_s=1) from None
         except SoldOut as sold_out:
             self.services.hub.apply(sold_out.snapshot)
             raise ApiError(409, "sold_out", "Sorry, the last copy just went to another shopper.",

@@ -18,11 +18,19 @@
       document.getElementById("instances"),
       data.instances.map(function (i) {
         return row([i.id, i.state, i.websockets, i.longpolls, i.inFlight, i.resyncs, i.pid,
-                    i.lastBeatAgoS + " s ago"], i.state);
+                    i.redisPrimary, i.lastBeatAgoS + " s ago"], i.state);
       }));
     document.getElementById("books").replaceChildren.apply(
       document.getElementById("books"),
       data.books.map(function (b) { return row([b.sku, b.stock, b.holds, b.count, b.version]); }));
+    var redis = data.redis || {replicas: []};
+    document.getElementById("redis-summary").textContent =
+      data.redis ? redis.mode + ": primary " + redis.primary : "";
+    document.getElementById("replicas").replaceChildren.apply(
+      document.getElementById("replicas"),
+      redis.replicas.map(function (r) {
+        return row([r.address, r.state, r.lag_s + " s", r.behind_bytes]);
+      }));
     document.getElementById("admin-status").textContent =
       "answered by " + data.answeredBy + " at " + new Date().toLocaleTimeString();
   }
