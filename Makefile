@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-compose deps-docker lint load drill drills load-scaling bench-load test-unit test-integration test-e2e deps deps-browser screenshots venv bench-fanout bench-toggle bench-seed bench-seed-deps clean
+.PHONY: demo demo-ha test test-compose deps-docker lint load drill drills load-scaling bench-load test-unit test-integration test-e2e deps deps-browser screenshots venv bench-fanout bench-toggle bench-seed bench-seed-deps clean
 
 # The virtualenv is rebuilt whenever pyproject.toml changes.
 venv: $(VENV)/.installed
@@ -29,6 +29,10 @@ deps-docker:
 # `make demo BOOKS=2000 [COPIES=5]` serves a generated catalog of that many books
 demo: deps venv
 	$(BIN)/python -m service up --instances $${BB_DEMO_INSTANCES:-3}$(if $(BOOKS), --books $(BOOKS))$(if $(COPIES), --copies $(COPIES))
+
+# the same with Redis under Sentinel: a primary, two replicas and three sentinels
+demo-ha: deps venv
+	$(BIN)/python -m service up --instances $${BB_DEMO_INSTANCES:-3} --redis-ha
 
 test: venv lint deps deps-browser deps-docker
 	$(BIN)/pytest -q

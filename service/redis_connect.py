@@ -12,6 +12,7 @@ sentinels for the current primary, and a connection that finds its node demoted
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import Any
 
@@ -32,6 +33,12 @@ COMMAND_OPTIONS: dict[str, Any] = dict(
 PUBSUB_OPTIONS: dict[str, Any] = dict(
     socket_connect_timeout=2, health_check_interval=10, retry=Retry(NoBackoff(), 0))
 SENTINEL_OPTIONS: dict[str, Any] = dict(socket_connect_timeout=1, socket_timeout=1)
+# how long an instance started with its sentinels waits for one to answer
+SENTINEL_START_WAIT_S = 10.0
+
+
+class SentinelsSilent(ConfigError):
+    """No sentinel of BB_REDIS_SENTINELS answers."""
 
 
 @dataclasses.dataclass
@@ -45,10 +52,22 @@ class RedisConnection:
     service: str = ""
     primary: str = ""  # the primary's address as last asked (refresh_primary)
 
-    async def check(self) -> None:
-        """At start: the setting leads somewhere. Raises ConfigError naming it."""
+    async def check(self, wait_s: float = SENTINEL_START_WAIT_S) -> None:
+        """At start: the setting leads somewhere. Raises ConfigError naming it, after
+        waiting up to wait_s for sentinels that do not answer yet (started together)."""
         if self.sentinel is None:
             return
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while True:
+            try:
+                return await self._check_once()
+            except SentinelsSilent:
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise
+                await asyncio.sleep(0.5)
+
+    async def _check_once(self) -> None:
+        assert self.sentinel is not None
         answered = []
         for sentinel in self.sentinel.sentinels:
             try:
@@ -63,7 +82,7 @@ class RedisConnection:
                 pass
         where = ", ".join(_address(s) for s in self.sentinel.sentinels)
         if not answered:
-            raise ConfigError(f"BB_REDIS_SENTINELS: no sentinel answers at {where} (or the "
+            raise SentinelsSilent(f"BB_REDIS_SENTINELS: no sentinel answers at {where} (or the "
                               "password, BB_REDIS_PASSWORD, is not theirs)")
         raise ConfigError(f"BB_REDIS_SERVICE={self.service}: no sentinel at {where} knows a "
                           "primary by that name")

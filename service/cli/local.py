@@ -72,7 +72,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         layout = Layout(instances=args.instances, http_port=args.http_port,
                         first_app_port=args.first_port, redis_port=args.redis_port,
                         upstream_port=args.upstream_port, drain_s=Config.from_env().drain_s,
-                        var_dir=Path(args.var_dir).resolve())
+                        var_dir=Path(args.var_dir).resolve(), redis_ha=args.redis_ha)
         layout = dataclasses.replace(layout, catalog=_up_catalog(args, layout.var_dir))
         return run_up(layout)
     except (OpsError, DemoCatalogError) as exc:
@@ -147,6 +147,10 @@ def register(commands: Any) -> None:
     up.add_argument("--catalog", metavar="FILE",
                     help="serve this catalog file (checked before anything starts); default: "
                          "the built-in catalog")
+    up.add_argument("--redis-ha", action="store_true",
+                    help="Redis with Sentinel: a primary and two replicas (on --redis-port and "
+                         "the next two ports) and three sentinels (the three after); the "
+                         "instances find the primary through the sentinels")
     up.set_defaults(func=cmd_up)
 
     catalog = commands.add_parser("catalog", help="demo catalogs at shop scale")
@@ -168,9 +172,12 @@ def register(commands: Any) -> None:
 
     ctl = commands.add_parser("ctl", help="operate the running cluster of `up`")
     ctl.add_argument("action", choices=["status", "start", "stop", "restart", "restart-all",
-                                        "scale"])
-    ctl.add_argument("name", nargs="?", help="a process: app-1…, nginx, redis, upstream-sim; "
-                                             "for scale, the number of instances")
+                                        "scale", "failover"])
+    ctl.add_argument("name", nargs="?", help="a process: app-1…, nginx, redis, upstream-sim "
+                                             "(with --redis-ha also redis-2, redis-3, "
+                                             "sentinel-1…3); for scale, the number of "
+                                             "instances. failover: the sentinels promote a "
+                                             "replica (up --redis-ha)")
     ctl.add_argument("--var-dir", default=str(DEFAULT_VAR_DIR),
                      help="the var/ folder of the cluster (default ./var)")
     ctl.set_defaults(func=cmd_ctl)

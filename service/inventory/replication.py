@@ -86,6 +86,7 @@ class Promotions:
         self.redis = redis
         self.chunk = chunk
         self._promoted = redis.register_script(PROMOTED)
+        self.renewed_for = ""  # the primary's ID at the last renew_epochs
 
     async def primary_id(self) -> str:
         info = await self.redis.info("replication")
@@ -94,6 +95,7 @@ class Promotions:
     async def renew_epochs(self, skus: Sequence[str]) -> int:
         """Run PROMOTED on every book; returns how many got a new epoch from this call."""
         replid = await self.primary_id()
+        self.renewed_for = replid
         renewed = 0
         for start in range(0, len(skus), self.chunk):
             async with self.redis.pipeline(transaction=False) as pipe:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError, RedisError
 
 from service import redis_keys
 from service.inventory import InventoryStore, Promotions, Snapshot
@@ -14,6 +14,9 @@ from service.live.hub import LiveHub
 from service.loops import Backoff, raise_if_cancelling
 
 log = logging.getLogger(__name__)
+
+# Sentinel mode: how often the subscription checks that its primary is still the primary
+PRIMARY_CHECK_S = 2.0
 
 
 class InventoryFeed:
@@ -54,6 +57,14 @@ class InventoryFeed:
                             type(exc).__name__, exc, delay)
                 await asyncio.sleep(delay)
 
+    async def _check_primary(self) -> None:
+        """A planned failover demotes the old primary without closing its subscribers
+        (they go on hearing what the new one publishes), so no resync would follow: ask
+        which primary there is now, and resubscribe (and renew epochs) when it changed."""
+        assert self.promotions is not None
+        if await self.promotions.primary_id() != self.promotions.renewed_for:
+            raise ConnectionError("the Redis primary changed; resubscribing")
+
     async def _subscribe_and_relay(self, backoff: Backoff) -> None:
         pubsub = self.redis.pubsub()
         try:
@@ -71,9 +82,14 @@ class InventoryFeed:
             self.subscribed.set()
             backoff.reset()
             log.info("subscribed to %s and resynchronised", redis_keys.INVENTORY_CHANNEL)
+            loop = asyncio.get_running_loop()
+            next_check = loop.time() + PRIMARY_CHECK_S
             while True:
                 raise_if_cancelling()
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+                if self.promotions is not None and loop.time() >= next_check:
+                    await self._check_primary()
+                    next_check = loop.time() + PRIMARY_CHECK_S
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 if message is None or message.get("type") != "message":
                     continue
                 try:

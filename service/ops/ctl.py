@@ -12,6 +12,7 @@ import xmlrpc.client
 from collections.abc import Callable
 from pathlib import Path
 
+from service.ops import redis_ha
 from service.ops.bridge import bridged
 from service.ops.errors import OpsError
 from service.ops.layout import Layout
@@ -31,13 +32,15 @@ class Controller:
         self.out = out
 
     def status(self) -> list[str]:
-        rows = [f"{'NAME':<14} {'STATE':<9} {'PID':>7}  {'PORT':>5}  READY"]
+        rows = [f"{'NAME':<14} {'STATE':<9} {'PID':>7}  {'PORT':>5}  READY / ROLE"]
         ports = self.layout.all_ports()
         for name, info in process_states(self.layout).items():
             port = ports.get(name)
             ready = ""
             if port is not None and name in self.layout.apps and info["statename"] == "RUNNING":
                 ready = "yes" if is_ready(port) else "no"
+            elif self.layout.redis_ha and name in self.layout.redis_nodes:
+                ready = redis_ha.role(self.layout, name)
             rows.append(f"{name:<14} {info['statename']:<9} {info['pid'] or '-':>7}  "
                         f"{port or '':>5}  {ready}")
         return rows
@@ -110,6 +113,9 @@ def run_ctl(var_dir: Path, action: str, name: str | None) -> int:
         controller.restart_all()
     elif action == "scale":
         scale(controller, parse_count(name))
+    elif action == "failover":
+        print("asking the sentinels for a planned failover…", flush=True)
+        print(f"{redis_ha.failover(layout)} is the primary now")
     else:
         if not name:
             raise OpsError(f"`ctl {action}` needs a process name, e.g. `ctl {action} app-2`")

@@ -27,7 +27,8 @@ class LocalCluster:
         self.var_dir = var_dir
         self.http_port = probes.free_port()
         self.first_app_port = free_run(instances)
-        self.redis_port = probes.free_port()
+        # `--redis-ha` takes six ports in a row (data nodes, then sentinels)
+        self.redis_port = free_run(6) if "--redis-ha" in up_args else probes.free_port()
         self.upstream_port = probes.free_port()
         self.instances = instances
         self.env = {"BB_DRAIN_S": "5", **(env or {})}

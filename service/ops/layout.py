@@ -26,6 +26,9 @@ class Layout:
     var_dir: Path = DEFAULT_VAR_DIR
     # the catalog file every instance gets as BB_CATALOG; None: the built-in catalog
     catalog: Path | None = None
+    # `up --redis-ha`: a primary and two replicas on redis_port and the next two ports, and
+    # three sentinels on the three after (service/ops/redis_ha.py)
+    redis_ha: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.instances <= MAX_INSTANCES:
@@ -42,8 +45,16 @@ class Layout:
         """Instance name -> port: app-1 on first_app_port, app-2 on the next, …"""
         return {f"app-{i + 1}": self.first_app_port + i for i in range(self.instances)}
 
+    @property
+    def redis_nodes(self) -> dict[str, int]:
+        """Redis's processes -> port: `redis`, and with redis_ha its replicas and sentinels."""
+        if not self.redis_ha:
+            return {"redis": self.redis_port}
+        names = ["redis", "redis-2", "redis-3", "sentinel-1", "sentinel-2", "sentinel-3"]
+        return {name: self.redis_port + offset for offset, name in enumerate(names)}
+
     def all_ports(self) -> dict[str, int]:
-        return {"nginx": self.http_port, "redis": self.redis_port,
+        return {"nginx": self.http_port, **self.redis_nodes,
                 "upstream-sim": self.upstream_port, **self.apps}
 
     @property

@@ -10,9 +10,17 @@ the primary under one name (BB_REDIS_SERVICE, default `bb`), with the same passw
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import redis
+
+from service.ops.errors import OpsError
+from service.ops.files import write_whole
+from service.ops.layout import Layout
 from service.ops.procs import REDIS_CONF
+from service.ops.secrets import REDIS_AUTH_CONF
 
 MIN_REPLICAS_TO_WRITE = 1
 # a replica acknowledges every second; one silent for longer than this does not count
@@ -51,3 +59,98 @@ def sentinel_conf(primary_port: int, service: str, password: str, folder: Path,
         f"requirepass {password}",
         "",
     ])
+
+
+def sentinel_addresses(layout: Layout) -> str:
+    """BB_REDIS_SENTINELS of the local cluster (`up --redis-ha`)."""
+    return ",".join(f"127.0.0.1:{port}" for name, port in layout.redis_nodes.items()
+                    if name.startswith("sentinel-"))
+
+
+def redis_programs(layout: Layout, fill: Callable[..., str], redis_server: str) -> str:
+    """supervisord's [program:…] sections for Redis, and (with redis_ha) each node's and
+    sentinel's own config file, written once: they rewrite them as roles change, so a
+    restarted `up` keeps what Sentinel has learnt (which node is the primary now)."""
+    var = layout.var_dir
+    auth = var / REDIS_AUTH_CONF
+    if not layout.redis_ha:
+        return fill(name="redis", priority=10, what="the inventory's one Redis",
+                    command=f"{redis_server} {REDIS_CONF} --include {auth} "
+                            f"--port {layout.redis_port} --dir {var / 'redis'}")
+    folder = var / "redis-ha"
+    folder.mkdir(parents=True, exist_ok=True)
+    password = (var / "redis_password").read_text().strip()
+    sections = []
+    for name, port in layout.redis_nodes.items():
+        conf = folder / f"{name}.conf"
+        if name.startswith("sentinel-"):
+            if not conf.exists():
+                write_whole(conf, sentinel_conf(layout.redis_port, "bb", password, folder),
+                            0o600)
+            sections.append(fill(name=name, priority=12, what="a sentinel (quorum 2 of 3)",
+                                 command=f"{redis_server} {conf} --sentinel --port {port}"))
+            continue
+        data = folder / name
+        data.mkdir(exist_ok=True)
+        if not conf.exists():
+            primary = None if port == layout.redis_port else layout.redis_port
+            write_whole(conf, data_node_conf(auth, replica_of=primary), 0o600)
+        sections.append(fill(name=name, priority=10, what="a data node: the primary or a "
+                             "replica, as Sentinel decides (`ctl status` shows which)",
+                             command=f"{redis_server} {conf} --port {port} --dir {data}"))
+    return "".join(sections)
+
+
+def _client(layout: Layout, port: int) -> redis.Redis:
+    return redis.Redis(host="127.0.0.1", port=port, password=layout.redis_password(),
+                       socket_timeout=2, socket_connect_timeout=1, decode_responses=True)
+
+
+def role(layout: Layout, name: str) -> str:
+    """`primary`, `replica`, `sentinel`, or `-` when it does not answer."""
+    if name.startswith("sentinel-"):
+        return "sentinel"
+    try:
+        with _client(layout, layout.redis_nodes[name]) as client:
+            answer = client.info("replication")["role"]
+    except (redis.RedisError, OSError):
+        return "-"
+    return "primary" if answer == "master" else "replica"
+
+
+def primary_named(layout: Layout) -> int | None:
+    """The primary's port as the first sentinel that answers names it."""
+    for name, port in layout.redis_nodes.items():
+        if not name.startswith("sentinel-"):
+            continue
+        try:
+            with _client(layout, port) as sentinel:
+                return int(sentinel.sentinel_get_master_addr_by_name("bb")[1])
+        except (redis.RedisError, OSError, TypeError):
+            continue
+    return None
+
+
+def failover(layout: Layout, timeout_s: float = 30) -> str:
+    """A planned failover: the sentinels promote a replica; returns the new primary's name."""
+    if not layout.redis_ha:
+        raise OpsError("`ctl failover` needs a cluster started with `up --redis-ha`")
+    before = primary_named(layout)
+    if before is None:
+        raise OpsError("no sentinel answers: see `ctl status` and var/log/sentinel-*.log")
+    sentinel = next(port for name, port in layout.redis_nodes.items()
+                    if name.startswith("sentinel-"))
+    with _client(layout, sentinel) as client:
+        try:
+            client.execute_command("SENTINEL", "FAILOVER", "bb")
+        except redis.RedisError as exc:
+            raise OpsError(f"the sentinels refused the failover: {exc}") from None
+    names = {port: name for name, port in layout.redis_nodes.items()}
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        now = primary_named(layout)
+        if now not in (None, before) and role(layout, names[now]) == "primary":
+            return names[now]
+        time.sleep(0.2)
+    raise OpsError(f"no replica was promoted within {timeout_s:.0f}s; see "
+                   f"{layout.logs}/sentinel-*.log")

@@ -22,11 +22,13 @@ from service.ops.errors import OpsError
 from service.ops.files import write_whole
 from service.ops.layout import Layout
 from service.ops.procs import redis_server_path
+from service.ops.redis_ha import redis_programs, sentinel_addresses
 from service.ops.secrets import ensure_secrets
 from service.paths import DEPLOY, NGINX, ROOT
 
 SUPERVISOR_TEMPLATE = DEPLOY / "supervisord.conf.template"
 APP_PROGRAM_TEMPLATE = DEPLOY / "app-program.conf.template"
+REDIS_PROGRAM_TEMPLATE = DEPLOY / "redis-program.conf.template"
 NGINX_TEMPLATE = NGINX / "local.conf.template"
 # supervisor gives a draining instance this much more than BB_DRAIN_S before SIGKILL
 STOP_MARGIN_S = 5
@@ -141,11 +143,17 @@ def supervisor_config(layout: Layout) -> str:
     ensure_secrets(layout.var_dir, {}, say=lambda _: None)
     common = _common(layout)
     stopwait_s = app_stop_wait_s(layout)
+    redis_env = (f'BB_REDIS_SENTINELS="{sentinel_addresses(layout)}"' if layout.redis_ha
+                 else f'BB_REDIS_URL="redis://127.0.0.1:{layout.redis_port}/0"')
     apps = "".join(
         _fill(APP_PROGRAM_TEMPLATE, name=name, port=port, drain_s=layout.drain_s,
-              stopwait_s=stopwait_s, catalog_env=catalog_env(layout), **common)
+              stopwait_s=stopwait_s, catalog_env=catalog_env(layout), redis_env=redis_env,
+              **common)
         for name, port in layout.apps.items())
-    return _fill(SUPERVISOR_TEMPLATE, app_programs=apps, redis_server=redis_server_path(),
+    redis = redis_programs(
+        layout, lambda **values: _fill(REDIS_PROGRAM_TEMPLATE, **values, **common),
+        redis_server_path())
+    return _fill(SUPERVISOR_TEMPLATE, app_programs=apps, redis_programs=redis,
                  upstream_latency_ms=layout.upstream_latency_ms,
                  nginx=executable("nginx", "nginx"), **common)
 
