@@ -216,6 +216,8 @@ class Cluster:
         """`stock show`, parsed: sku -> {stock, holds, count, version, epoch}."""
         rows = {}
         for line in self.cli("stock", "show").stdout.splitlines()[1:]:
+            if line.startswith(("Redis:", " ")):  # where the inventory lives, last
+                break
             sku, stock, holds, count, version, epoch = line.split()
             rows[sku] = {"stock": int(stock), "holds": int(holds), "count": int(count),
                          "version": int(version), "epoch": epoch}
