@@ -24,14 +24,20 @@ from redis.exceptions import RedisError
 
 from service.config import Config, ConfigError
 
+
 # Commands retry briefly, so a blip (or a failover's reconnect) is invisible but a dead
 # Redis answers 503 fast. The pub/sub client must not retry: redis-py would resubscribe
 # silently and the feed would skip the resync that recovers messages lost meanwhile.
-COMMAND_OPTIONS: dict[str, Any] = dict(
-    socket_connect_timeout=2, socket_timeout=5, health_check_interval=10,
-    retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 2))
-PUBSUB_OPTIONS: dict[str, Any] = dict(
-    socket_connect_timeout=2, health_check_interval=10, retry=Retry(NoBackoff(), 0))
+def command_options() -> dict[str, Any]:
+    return dict(socket_connect_timeout=2, socket_timeout=5, health_check_interval=10,
+                retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 2))
+
+
+def pubsub_options() -> dict[str, Any]:
+    return dict(socket_connect_timeout=2, health_check_interval=10,
+                retry=Retry(NoBackoff(), 0))
+
+
 SENTINEL_OPTIONS: dict[str, Any] = dict(socket_connect_timeout=1, socket_timeout=1)
 # how long an instance started with its sentinels waits for one to answer
 SENTINEL_START_WAIT_S = 10.0
@@ -133,15 +139,15 @@ def connect(config: Config) -> RedisConnection:
     if not config.redis_sentinels:
         return RedisConnection(
             commands=aioredis.Redis.from_url(config.redis_url, password=password,
-                                             **COMMAND_OPTIONS),
+                                             **command_options()),
             pubsub=aioredis.Redis.from_url(config.redis_url, password=password,
-                                           **PUBSUB_OPTIONS),
+                                           **pubsub_options()),
             replicated=False, described=described(config))
     sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
         list(config.redis_sentinels), password=password,
         sentinel_kwargs={"password": password, **SENTINEL_OPTIONS})
     return RedisConnection(
-        commands=sentinel.master_for(config.redis_service, **COMMAND_OPTIONS),
-        pubsub=sentinel.master_for(config.redis_service, **PUBSUB_OPTIONS),
+        commands=sentinel.master_for(config.redis_service, **command_options()),
+        pubsub=sentinel.master_for(config.redis_service, **pubsub_options()),
         replicated=True, described=described(config),
         sentinel=sentinel, service=config.redis_service)
