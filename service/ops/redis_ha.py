@@ -140,13 +140,19 @@ def failover(layout: Layout, timeout_s: float = 30) -> str:
         raise OpsError("no sentinel answers: see `ctl status` and var/log/sentinel-*.log")
     sentinel = next(port for name, port in layout.redis_nodes.items()
                     if name.startswith("sentinel-"))
-    with _client(layout, sentinel) as client:
-        try:
-            client.execute_command("SENTINEL", "FAILOVER", "bb")
-        except redis.RedisError as exc:
-            raise OpsError(f"the sentinels refused the failover: {exc}") from None
-    names = {port: name for name, port in layout.redis_nodes.items()}
     deadline = time.monotonic() + timeout_s
+    with _client(layout, sentinel) as client:
+        while True:
+            try:
+                client.execute_command("SENTINEL", "FAILOVER", "bb")
+                break
+            except redis.RedisError as exc:
+                # NOGOODSLAVE: the sentinels have not seen a replica answer them yet
+                # (they ask every 10 s at first, every second once they know it)
+                if "NOGOODSLAVE" not in str(exc) or time.monotonic() > deadline:
+                    raise OpsError(f"the sentinels refused the failover: {exc}") from None
+                time.sleep(0.5)
+    names = {port: name for name, port in layout.redis_nodes.items()}
     while time.monotonic() < deadline:
         now = primary_named(layout)
         if now not in (None, before) and role(layout, names[now]) == "primary":
