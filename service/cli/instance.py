@@ -76,6 +76,8 @@ def cmd_stock(args: argparse.Namespace) -> int:
     except StockBelowHolds as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`stock show | head`): not Redis's fault
+        return 0
     except AuthenticationError as exc:
         print(f"error: Redis at {described(config)} refused us ({exc}): {PASSWORD_FIX}",
               file=sys.stderr)
