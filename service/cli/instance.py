@@ -104,13 +104,10 @@ def _local_cluster_redis(var_dir: str) -> dict[str, str]:
     """The environment with BB_REDIS_* pointing at the Redis of the local cluster in
     var_dir, and its password file (which `up` keeps there)."""
     from service.ops.layout import Layout
-    from service.ops.redis_ha import sentinel_addresses
-    layout = Layout.load(Path(var_dir))
+    from service.ops.redis_ha import redis_settings
     env = {name: value for name, value in os.environ.items()
            if not name.startswith("BB_REDIS_PASSWORD")}
-    where = ({"BB_REDIS_SENTINELS": sentinel_addresses(layout)} if layout.redis_ha
-             else {"BB_REDIS_URL": f"redis://127.0.0.1:{layout.redis_port}/0"})
-    return {**env, **where, "BB_REDIS_PASSWORD_FILE": str(layout.redis_password_file)}
+    return {**env, **redis_settings(Layout.load(Path(var_dir)))}
 
 
 PASSWORD_FIX = ("for the local cluster give --var-dir (make demo's: var); otherwise set "

@@ -6,7 +6,8 @@ import asyncio
 import logging
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
 from service import redis_keys
 from service.inventory import InventoryStore, Promotions, Snapshot
@@ -63,7 +64,7 @@ class InventoryFeed:
         which primary there is now, and resubscribe (and renew epochs) when it changed."""
         assert self.promotions is not None
         if await self.promotions.primary_id() != self.promotions.renewed_for:
-            raise ConnectionError("the Redis primary changed; resubscribing")
+            raise RedisConnectionError("the Redis primary changed; resubscribing")
 
     async def _subscribe_and_relay(self, backoff: Backoff) -> None:
         pubsub = self.redis.pubsub()

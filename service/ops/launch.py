@@ -14,6 +14,8 @@ from pathlib import Path
 
 from service.ops import probes
 from service.ops.errors import OpsError
+from service.ops.layout import Layout
+from service.ops.redis_ha import redis_settings
 from service.paths import ROOT
 
 UP_TIMEOUT_S = 90
@@ -92,8 +94,7 @@ class LocalCluster:
     @property
     def redis_env(self) -> dict[str, str]:
         """What `python -m service stock` (and any BB_* client) needs to reach that Redis."""
-        return {"BB_REDIS_URL": self.redis_url,
-                "BB_REDIS_PASSWORD_FILE": str(self.redis_password_file)}
+        return redis_settings(Layout.load(self.var_dir))
 
     def stop(self) -> int:
         """SIGTERM `up` (by its PID): it stops everything it started."""

@@ -61,10 +61,16 @@ def sentinel_conf(primary_port: int, service: str, password: str, folder: Path,
     ])
 
 
-def sentinel_addresses(layout: Layout) -> str:
-    """BB_REDIS_SENTINELS of the local cluster (`up --redis-ha`)."""
-    return ",".join(f"127.0.0.1:{port}" for name, port in layout.redis_nodes.items()
-                    if name.startswith("sentinel-"))
+def redis_settings(layout: Layout) -> dict[str, str]:
+    """The BB_REDIS_* settings that reach the local cluster's Redis: its URL, or (with
+    redis_ha) its sentinels; and the file `up` keeps its password in."""
+    if layout.redis_ha:
+        where = {"BB_REDIS_SENTINELS": ",".join(
+            f"127.0.0.1:{port}" for name, port in layout.redis_nodes.items()
+            if name.startswith("sentinel-"))}
+    else:
+        where = {"BB_REDIS_URL": f"redis://127.0.0.1:{layout.redis_port}/0"}
+    return {**where, "BB_REDIS_PASSWORD_FILE": str(layout.redis_password_file)}
 
 
 def redis_programs(layout: Layout, fill: Callable[..., str], redis_server: str) -> str:

@@ -22,7 +22,7 @@ from service.ops.errors import OpsError
 from service.ops.files import write_whole
 from service.ops.layout import Layout
 from service.ops.procs import redis_server_path
-from service.ops.redis_ha import redis_programs, sentinel_addresses
+from service.ops.redis_ha import redis_programs, redis_settings
 from service.ops.secrets import ensure_secrets
 from service.paths import DEPLOY, NGINX, ROOT
 
@@ -143,8 +143,7 @@ def supervisor_config(layout: Layout) -> str:
     ensure_secrets(layout.var_dir, {}, say=lambda _: None)
     common = _common(layout)
     stopwait_s = app_stop_wait_s(layout)
-    redis_env = (f'BB_REDIS_SENTINELS="{sentinel_addresses(layout)}"' if layout.redis_ha
-                 else f'BB_REDIS_URL="redis://127.0.0.1:{layout.redis_port}/0"')
+    redis_env = ",".join(f'{name}="{value}"' for name, value in redis_settings(layout).items())
     apps = "".join(
         _fill(APP_PROGRAM_TEMPLATE, name=name, port=port, drain_s=layout.drain_s,
               stopwait_s=stopwait_s, catalog_env=catalog_env(layout), redis_env=redis_env,

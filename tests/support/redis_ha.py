@@ -133,7 +133,7 @@ class RedisHA:
                                           self.down_after_ms))
             self.procs[port] = procs.start_sentinel(port, conf, self.folder / f"sentinel-{port}.log",
                                                     self.password)
-        self.wait(lambda: all(int(self.sentinel(port).sentinel_master(SERVICE)["num-other-sentinels"])
+        self.wait(lambda: all(int(self.client(port).sentinel_master(SERVICE)["num-other-sentinels"])
                               == 2 for port in self.sentinel_ports), 20, "the sentinels know each other")
         return self
 
@@ -155,12 +155,9 @@ class RedisHA:
         return redis_sync.Redis(host="127.0.0.1", port=port, password=self.password,
                                 socket_timeout=5, decode_responses=True)
 
-    def sentinel(self, port: int) -> redis_sync.Redis:
-        return self.client(port)
-
     def primary_named(self) -> int:
         """The primary's port as the sentinels name it now."""
-        _, port = self.sentinel(self.sentinel_ports[0]).sentinel_get_master_addr_by_name(SERVICE)
+        _, port = self.client(self.sentinel_ports[0]).sentinel_get_master_addr_by_name(SERVICE)
         return int(port)
 
     def primary(self) -> redis_sync.Redis:
