@@ -24,16 +24,20 @@ class DrillLoadError(RuntimeError):
 class BackgroundLoad:
     """One Locust run against `base`, its reports in `out`."""
 
-    def __init__(self, base: str, redis_url: str, redis_password_file: Path, out: Path,
+    def __init__(self, base: str, redis_settings: dict[str, str], out: Path,
                  users: dict[str, int], settle_s: float):
+        """`redis_settings`: how the cluster's instances reach Redis (BB_REDIS_URL or
+        BB_REDIS_SENTINELS, and BB_REDIS_PASSWORD_FILE), for the stock reset."""
         self.base, self.out, self.users = base, out, users
         self.stop_file = out / "stop"
         parser = argparse.ArgumentParser()
         load_command.add_arguments(parser)
+        flags = {"BB_REDIS_URL": "--redis-url", "BB_REDIS_SENTINELS": "--redis-sentinels",
+                 "BB_REDIS_PASSWORD_FILE": "--redis-password-file"}
+        redis = [part for name, value in redis_settings.items() if name in flags
+                 for part in (flags[name], value)]
         self.args = parser.parse_args(["--url", base, "--duration", MAX_LOAD, "--settle",
-                                       f"{settle_s}s", "--redis-url", redis_url,
-                                       "--redis-password-file", str(redis_password_file),
-                                       "--out", str(out)])
+                                       f"{settle_s}s", *redis, "--out", str(out)])
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

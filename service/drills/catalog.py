@@ -15,12 +15,24 @@ class Drill:
     name: str
     fault: str  # one line, for the help and the report
     min_instances: int = 1  # a drill that takes an instance away needs another to serve
-    # watchers must catch up within the budget of the fault's "end" (it is over) or, when
-    # the fault is a silent instance, of its "start" (they must move elsewhere meanwhile)
+    # watchers must catch up within the budget of the fault's "end" (it is over), of its
+    # "start" when the fault is a silent instance (they must move elsewhere meanwhile),
+    # or of the end of the method's activity of that name (e.g. the promotion)
     converge_from: str = "end"
     # a planned operation must not fail a single request: no window with failures at all
     planned: bool = False
     ws_converge_s: float = 3.0  # the default budget of WebSocket watchers
+    lp_converge_s: float | None = None  # of long-poll watchers (None: the hold time + 5 s)
+    # the default budgets of failed requests: their share, and the longest window of them
+    failure_ratio: float = 0.005
+    failure_window_s: float = 2.0
+    # the longest time without an answered cart change from the fault on (None: not a
+    # figure of this drill)
+    write_gap_s: float | None = None
+    redis: str = "any"  # the cluster it is for: "single" Redis, "sentinel" (`up --redis-ha`)
+
+    def fits(self, redis_ha: bool) -> bool:
+        return self.redis == "any" or self.redis == ("sentinel" if redis_ha else "single")
 
     @property
     def experiment(self) -> Path:
@@ -33,10 +45,17 @@ DRILLS = {drill.name: drill for drill in (
           converge_from="start", ws_converge_s=5.0),
     Drill("roll-deploy", "`ctl restart-all`: every instance drained and restarted in turn",
           min_instances=2, planned=True),
-    Drill("restart-redis", "kill -9 redis-server (supervisor restarts it; AOF keeps the data)"),
-    Drill("pause-redis", "SIGSTOP redis-server for 5 s, then SIGCONT"),
+    Drill("restart-redis", "kill -9 redis-server (supervisor restarts it; AOF keeps the data)",
+          redis="single"),
+    Drill("pause-redis", "SIGSTOP redis-server for 5 s, then SIGCONT", redis="single"),
     Drill("drop-subscriptions", "CLIENT KILL TYPE pubsub: every instance loses its subscription"),
     Drill("nginx-restart", "`ctl restart nginx`"),
     Drill("upstream-outage", "the search API fails every request for 20 s"),
     Drill("scale-out", "`ctl scale` one instance more, then back, under load", planned=True),
+    Drill("redis-failover", "kill -9 the Redis primary: the sentinels promote a replica; "
+          "then the old primary comes back as a replica", redis="sentinel",
+          converge_from="wait-for-the-promotion", write_gap_s=5.0, lp_converge_s=3.0,
+          # until the promotion, every request that needs Redis fails (503): the time
+          # without writes is the budget, the share of failures depends on the load's length
+          failure_window_s=5.0, failure_ratio=0.05),
 )}

@@ -33,6 +33,7 @@ from service.load.shop import ShopUnreachable, page_timing, release, state_after
 from service.ops.errors import OpsError
 from service.ops.layout import Layout
 from service.ops.probes import is_ready
+from service.ops.redis_ha import redis_settings
 from service.ops.supervisor import process_states
 
 USERS = {"shoppers": 20, "ws_watchers": 60, "lp_watchers": 20, "rate_readers": 4}
@@ -66,25 +67,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     try:
-        names = list(DRILLS) if args.name == "all" else [args.name]
-        layout = check_cluster(Path(args.var_dir), [DRILLS[name] for name in names], args)
+        layout, drills = check_cluster(Path(args.var_dir), args)
     except (DrillError, OpsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     results = {}
-    for name in names:
+    for drill in drills:
         try:
-            results[name] = run_drill(DRILLS[name], layout, args)
+            results[drill.name] = run_drill(drill, layout, args)
         except (DrillLoadError, LoadError, ShopUnreachable, OpsError) as exc:
-            print(f"drill {name}: fail: {exc}", flush=True)
-            results[name] = {"verdict": "fail", "reason": str(exc)}
-    if len(names) > 1:
+            print(f"drill {drill.name}: fail: {exc}", flush=True)
+            results[drill.name] = {"verdict": "fail", "reason": str(exc)}
+    if len(drills) > 1:
         print("\n".join(f"  {name:<20} {result['verdict']}" for name, result in results.items()))
     return 0 if all(r["verdict"] == "pass" for r in results.values()) else 1
 
 
-def check_cluster(var_dir: Path, drills: list[Drill], args: argparse.Namespace) -> Layout:
-    """Everything the drills need, checked before the first one starts."""
+def check_cluster(var_dir: Path, args: argparse.Namespace) -> tuple[Layout, list[Drill]]:
+    """The cluster and the drills to run on it (`all`: every drill for its kind of
+    Redis), everything they need checked before the first one starts."""
     if importlib.util.find_spec("chaoslib") is None or importlib.util.find_spec("locust") is None:
         raise DrillError("Chaos Toolkit or Locust is not installed: run `make venv` "
                          "(pip install -e '.[load]')")
@@ -94,6 +95,8 @@ def check_cluster(var_dir: Path, drills: list[Drill], args: argparse.Namespace) 
                            and not 0 <= args.budget_failure_ratio <= 1):
         raise DrillError("--relax must be above 0 and --budget-failure-ratio from 0 to 1")
     layout = Layout.load(var_dir)
+    drills = [drill for drill in DRILLS.values() if drill.fits(layout.redis_ha)] \
+        if args.name == "all" else [DRILLS[args.name]]
     states = process_states(layout)  # OpsError when its supervisord does not answer
     down = [name for name, info in states.items() if info["statename"] != "RUNNING"]
     not_ready = [name for name, port in layout.apps.items() if not is_ready(port)]
@@ -105,12 +108,16 @@ def check_cluster(var_dir: Path, drills: list[Drill], args: argparse.Namespace) 
         raise DrillError(f"--experiment needs one drill NAME and an existing file "
                          f"(got {args.name} and {args.experiment})")
     for drill in drills:
+        if not drill.fits(layout.redis_ha):
+            needs = ("a single Redis (with Sentinel, run redis-failover)" if layout.redis_ha
+                     else "a cluster started with `up --redis-ha`")
+            raise DrillError(f"{drill.name} needs {needs}: see deploy/RUNBOOK.md")
         if layout.instances < drill.min_instances:
             raise DrillError(f"{drill.name} needs at least {drill.min_instances} instances "
                              f"(the cluster has {layout.instances}): `ctl scale "
                              f"{drill.min_instances}` first")
         load_experiment(args.experiment or drill.experiment)
-    return layout
+    return layout, drills
 
 
 class ReadySampler(threading.Thread):
@@ -160,9 +167,11 @@ def run_experiment(experiment: dict[str, Any], var_dir: Path, records: Path,
     return journal
 
 
-def fault_window(journal: dict[str, Any]) -> tuple[float, float]:
-    """(start, end) ms of the experiment's method: when the fault was injected until the
-    method's last activity (the fault's end, e.g. SIGCONT) returned."""
+def fault_window(journal: dict[str, Any], converge_from: str) -> tuple[float, float, float]:
+    """(start, end, converge from) ms of the experiment's method: when the fault was
+    injected, when the method's last activity (the fault's end, e.g. SIGCONT) returned,
+    and the moment the drill's watchers are judged from (its `converge_from`: "start",
+    "end", or the end of the method's activity of that name)."""
     runs = [run for run in journal.get("run", []) if run["activity"]["type"] == "action"]
     if not runs:
         raise OpsError(f"the experiment ran no action (status {journal.get('status')})")
@@ -172,7 +181,13 @@ def fault_window(journal: dict[str, Any]) -> tuple[float, float]:
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=datetime.UTC)
         return moment.timestamp() * 1000
-    return ms(runs[0]["start"]), ms(runs[-1]["end"])
+    start, end = ms(runs[0]["start"]), ms(runs[-1]["end"])
+    if converge_from in ("start", "end"):
+        return start, end, start if converge_from == "start" else end
+    named = [run for run in runs if run["activity"]["name"] == converge_from]
+    if not named:
+        raise OpsError(f"the experiment has no activity {converge_from!r} (or it did not run)")
+    return start, end, ms(named[0]["end"])
 
 
 def steady_state(journal: dict[str, Any]) -> dict[str, Any]:
@@ -203,9 +218,7 @@ def run_drill(drill: Drill, layout: Layout, args: argparse.Namespace) -> dict[st
     users = {name: getattr(args, name) for name in USERS}
     print(f"drill {drill.name}: {drill.fault}\n  load {users} against {base}: "
           f"{args.duration:g}s, the fault, {args.duration:g}s", flush=True)
-    load = BackgroundLoad(base, f"redis://127.0.0.1:{layout.redis_port}/0",
-                          layout.redis_password_file, out / "load",
-                          users, args.settle)
+    load = BackgroundLoad(base, redis_settings(layout), out / "load", users, args.settle)
     load_start_ms = time.time() * 1000
     load.start()
     sampler = ReadySampler(layout.var_dir)
@@ -215,7 +228,7 @@ def run_drill(drill: Drill, layout: Layout, args: argparse.Namespace) -> dict[st
         print("  injecting the fault (Chaos Toolkit)…", flush=True)
         experiment = load_experiment(args.experiment or drill.experiment)
         journal = run_experiment(experiment, layout.var_dir, load.records_path, budgets)
-        start_ms, end_ms = fault_window(journal)
+        start_ms, end_ms, converge_ms = fault_window(journal, drill.converge_from)
         print(f"  fault over after {(end_ms - start_ms) / 1000:.1f}s; "
               f"experiment {journal['status']}; load for {args.duration:g}s more", flush=True)
         time.sleep(args.duration)
@@ -228,7 +241,7 @@ def run_drill(drill: Drill, layout: Layout, args: argparse.Namespace) -> dict[st
         shop = state_after(base, list(records["holds"]))
     except (OSError, http.client.HTTPException, ValueError) as exc:
         raise OpsError(f"the shop did not answer after the drill ({exc})") from None
-    window = Window(load_start_ms, load_end_ms, start_ms, end_ms)
+    window = Window(load_start_ms, load_end_ms, start_ms, end_ms, converge_ms)
     summary = judge(drill, records, shop, window, sampler.samples, budgets, HOLD_TTL_MS,
                     steady_state(journal))
     summary["released_after"] = release(base, records["holds"], shop.carts)

@@ -66,7 +66,18 @@ METHODS: dict[str, list[dict[str, Any]]] = {
     "upstream-outage": [_action("upstream-fails-for-20s", "upstream_outage", seconds=20)],
     "scale-out": [_action("scale-out-by-one", "scale_by", pause_after_s=5, delta=1),
                   _action("scale-back-in-by-one", "scale_by", delta=-1)],
+    # the catalog's converge_from names the second action: watchers are judged from the
+    # moment the new primary takes writes
+    "redis-failover": [_action("kill-9-the-redis-primary", "kill_primary"),
+                       _action("wait-for-the-promotion", "wait_for_promotion",
+                               pause_after_s=5),
+                       _action("old-primary-back-as-a-replica", "bring_back")],
 }
+
+# with Sentinel, the steady state also has every data node replicating from the primary
+REPLICATION_PROBE = {
+    "type": "probe", "name": "every-redis-node-replicating", "tolerance": True,
+    "provider": _provider(STEADY, "redis_replicating", within_s=30)}
 
 
 def experiment(name: str) -> dict[str, Any]:
@@ -78,7 +89,8 @@ def experiment(name: str) -> dict[str, Any]:
                        f"`python -m service drill {name}` (deploy/RUNBOOK.md).",
         "tags": ["burts-books", "drill", name],
         "configuration": CONFIGURATION,
-        "steady-state-hypothesis": HYPOTHESIS,
+        "steady-state-hypothesis": HYPOTHESIS if drill.redis != "sentinel" else
+        {**HYPOTHESIS, "probes": [*HYPOTHESIS["probes"], REPLICATION_PROBE]},
         "method": METHODS[name],
         "rollbacks": ROLLBACKS,
     }

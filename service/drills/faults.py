@@ -25,12 +25,15 @@ from service.ops.ctl import Controller
 from service.ops.errors import OpsError
 from service.ops.layout import Layout
 from service.ops.probes import is_ready, wait_until
+from service.ops.redis_ha import data_nodes, primary_port, replication_problem, role
 from service.ops.scale import scale
 from service.ops.supervisor import process_states
 
 log = logging.getLogger("chaostoolkit")
 SCALED_FROM = "drill-scaled-from.json"  # the instance count before scale_by, for restore
 READY_TIMEOUT_S = 60.0
+PROMOTION_TIMEOUT_S = 60.0  # the sentinels' failover-timeout is 10 s; a loaded machine
+REPLICA_TIMEOUT_S = 60.0  # a returning node is told to replicate within a few seconds
 
 
 def _layout(var_dir: str) -> Layout:
@@ -93,14 +96,70 @@ def restart_all(var_dir: str) -> dict[str, Any]:
 
 
 def drop_subscriptions(var_dir: str) -> dict[str, Any]:
-    """CLIENT KILL TYPE pubsub: every instance's subscription connection is cut."""
+    """CLIENT KILL TYPE pubsub: every instance's subscription connection (on the primary,
+    with Sentinel) is cut."""
     layout = _layout(var_dir)
-    client = redis.Redis(host="127.0.0.1", port=layout.redis_port, socket_timeout=5,
+    client = redis.Redis(host="127.0.0.1", port=primary_port(layout), socket_timeout=5,
                          password=layout.redis_password())
     with contextlib.closing(client):
         killed = int(client.client_kill_filter(_type="pubsub"))
     log.info("killed %d pub/sub connection(s)", killed)
     return {"killed": killed}
+
+
+def kill_primary(var_dir: str) -> dict[str, Any]:
+    """kill -9 the Redis primary the sentinels name, and keep it down.
+
+    supervisord restarts a process that dies within a second, often before the
+    sentinels' down-after period: the old primary would be back with its data and no
+    failover would happen. So it is stopped (SIGSTOP), supervisord is asked to stop it
+    (which sends SIGTERM, held pending by the stop, and makes its exit expected), and
+    then SIGKILL ends it before it could act on the SIGTERM: to Redis, a kill -9."""
+    layout = _layout(var_dir)
+    port = primary_port(layout)
+    name = next(name for name, node in data_nodes(layout).items() if node == port)
+    pid = _pid(layout, name)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        _controller(layout).rpc.supervisor.stopProcess(name, False)
+    finally:
+        os.kill(pid, signal.SIGKILL)
+    log.info("killed the primary %s (port %d, pid %d) with SIGKILL; it stays down", name,
+             port, pid)
+    return {"killed": name, "port": port, "pid": pid}
+
+
+def wait_for_promotion(var_dir: str) -> dict[str, Any]:
+    """Until a replica has been promoted: another data node than the one the sentinels
+    name at first (the killed primary: they name it until they have failed over) answers
+    as a primary. Its name and how long this waited; the drill judges its watchers from
+    this moment, the earliest a client could have been told of the new primary."""
+    layout = _layout(var_dir)
+    killed = primary_port(layout)
+    others = [name for name, port in data_nodes(layout).items() if port != killed]
+    started = time.monotonic()
+    promoted: list[str] = []
+
+    def done() -> bool:
+        promoted[:] = [name for name in others if role(layout, name) == "primary"]
+        return bool(promoted)
+    wait_until(done, PROMOTION_TIMEOUT_S, "the sentinels promoting a replica")
+    log.info("the sentinels promoted %s", promoted[0])
+    return {"primary": promoted[0], "waited_s": round(time.monotonic() - started, 2)}
+
+
+def bring_back(var_dir: str) -> dict[str, Any]:
+    """Start every stopped Redis node again and wait until each replicates from the
+    primary (a returning old primary is told by the sentinels to become a replica)."""
+    layout = _layout(var_dir)
+    started = [name for name, info in process_states(layout).items()
+               if name in data_nodes(layout) and info["statename"] != "RUNNING"]
+    for name in started:
+        _controller(layout).rpc.supervisor.startProcess(name, True)
+    wait_until(lambda: replication_problem(layout) is None, REPLICA_TIMEOUT_S,
+               "every Redis node replicating from the primary")
+    log.info("back, as replicas: %s", ", ".join(started) or "none was down")
+    return {"started": started, "primary": primary_port(layout)}
 
 
 def _simulator(layout: Layout, mode: str) -> None:
@@ -157,6 +216,9 @@ def restore(var_dir: str) -> dict[str, Any]:
         scale(controller, int(json.loads(marker.read_text())["instances"]))
         marker.unlink()
         layout = _layout(var_dir)
+    if layout.redis_ha:
+        wait_until(lambda: replication_problem(layout) is None, REPLICA_TIMEOUT_S,
+                   "every Redis node replicating from the primary")
     for name, port in layout.apps.items():
         wait_until(functools.partial(is_ready, port), READY_TIMEOUT_S, f"{name} becoming ready")
     controller.set_upstream(set())

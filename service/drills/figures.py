@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import itertools
 import math
 from typing import Any
 
@@ -76,6 +77,17 @@ def catch_up(timeline: dict[str, Any], watchers: dict[str, Any], transport: str,
                                            f"{excess_s:.2f}s late"))
     late.sort(reverse=True)
     return (None if worst_s is None else round(worst_s, 3)), [text for _, text in late[:3]]
+
+
+def longest_write_gap(writes: list[int], from_ms: float, until_ms: float) -> float | None:
+    """The longest time (s) without an answered cart change between `from_ms` and the
+    last one before `until_ms` (the gap from `from_ms` to the first counts); None when
+    none was answered after `from_ms`."""
+    after = [at for at in writes if from_ms <= at <= until_ms]
+    if not after:
+        return None
+    moments = [from_ms, *after]
+    return round(max(b - a for a, b in itertools.pairwise(moments)) / 1000, 2)
 
 
 def ready_after(samples: list[tuple[float, bool]], from_ms: float) -> float | None:

@@ -14,8 +14,6 @@ from service.load.judge import ShopState, lost_holds
 from service.load.options import parse_duration
 from service.load.records import ACKED
 
-DEFAULT_FAILURE_RATIO = 0.005
-DEFAULT_FAILURE_WINDOW_S = 2.0
 DEFAULT_READY_S = 30.0
 LONGPOLL_MARGIN_S = 5.0  # a long-poll watcher converges within the hold time plus this
 
@@ -28,6 +26,7 @@ class Budgets:
     lp_converge_s: float
     ready_s: float
     failed_requests: int | None  # a planned operation fails none; None: not counted
+    write_gap_s: float | None  # the longest time without an answered cart change
 
 
 def budget_duration(text: str) -> float:
@@ -39,15 +38,20 @@ def add_budget_flags(parser: argparse.ArgumentParser) -> None:
     """--budget-*: each replaces one default budget (for every drill of the run)."""
     group = parser.add_argument_group("budgets (defaults per drill; see deploy/RUNBOOK.md)")
     group.add_argument("--budget-failure-ratio", type=float, metavar="R",
-                       help=f"failed / all requests (default {DEFAULT_FAILURE_RATIO})")
+                       help="failed / all requests (default 0.005; redis-failover 0.05)")
     group.add_argument("--budget-failure-window", type=budget_duration, metavar="D",
-                       help=f"the longest window with failures (default "
-                            f"{DEFAULT_FAILURE_WINDOW_S:g}s; planned operations: none)")
+                       help="the longest window with failures (default 2s; "
+                            "redis-failover 5s; planned operations: none)")
     group.add_argument("--budget-ws-converge", type=budget_duration, metavar="D",
                        help="WebSocket watchers show every change within D of the fault's "
-                            "end (default 3s; hung-node: 5s from its start)")
+                            "end (default 3s; hung-node: 5s from its start; redis-failover: "
+                            "3s from the promotion)")
     group.add_argument("--budget-lp-converge", type=budget_duration, metavar="D",
-                       help="long-poll watchers likewise (default: the shop's hold time + 5s)")
+                       help="long-poll watchers likewise (default: the shop's hold time "
+                            "+ 5s; redis-failover: 3s from the promotion)")
+    group.add_argument("--budget-write-gap", type=budget_duration, metavar="D",
+                       help="the longest time without an answered cart change from the "
+                            "fault on (redis-failover's figure; default 5s)")
     group.add_argument("--budget-ready", type=budget_duration, metavar="D",
                        help=f"every instance ready again (default {DEFAULT_READY_S:g}s)")
     group.add_argument("--relax", type=float, default=1.0, metavar="F",
@@ -63,12 +67,15 @@ def budgets_for(drill: Drill, args: argparse.Namespace, longpoll_s: float) -> Bu
 
     ratio = args.budget_failure_ratio
     return Budgets(
-        failure_ratio=ratio if ratio is not None else DEFAULT_FAILURE_RATIO,
+        failure_ratio=ratio if ratio is not None else drill.failure_ratio,
         failure_window_s=pick(args.budget_failure_window,
-                              0.0 if drill.planned else DEFAULT_FAILURE_WINDOW_S),
+                              0.0 if drill.planned else drill.failure_window_s),
         ws_converge_s=pick(args.budget_ws_converge, drill.ws_converge_s),
-        lp_converge_s=pick(args.budget_lp_converge, longpoll_s + LONGPOLL_MARGIN_S),
+        lp_converge_s=pick(args.budget_lp_converge, longpoll_s + LONGPOLL_MARGIN_S
+                           if drill.lp_converge_s is None else drill.lp_converge_s),
         ready_s=pick(args.budget_ready, DEFAULT_READY_S),
+        write_gap_s=None if drill.write_gap_s is None else
+        pick(args.budget_write_gap, drill.write_gap_s),
         # "no window with failures" of a planned operation is: no failed request at all,
         # unless a window is allowed on the command line
         failed_requests=0 if drill.planned and args.budget_failure_window is None else None)
@@ -81,6 +88,7 @@ class Window:
     load_end_ms: float
     fault_start_ms: float
     fault_end_ms: float
+    converge_from_ms: float  # watchers are judged from here (the drill's converge_from)
 
 
 def judge(drill: Drill, records: dict[str, Any], shop: ShopState, window: Window,
@@ -91,10 +99,10 @@ def judge(drill: Drill, records: dict[str, Any], shop: ShopState, window: Window
     events = figures.failure_events(timeline)
     windows = figures.failure_windows(events)
     failed, total = failure_counts(records["outcomes"])
-    converge_from = window.fault_start_ms if drill.converge_from == "start" \
-        else window.fault_end_ms
-    ws_s, ws_late = figures.catch_up(timeline, records["watchers"], "websocket", converge_from)
-    lp_s, lp_late = figures.catch_up(timeline, records["watchers"], "longpoll", converge_from)
+    ws_s, ws_late = figures.catch_up(timeline, records["watchers"], "websocket",
+                                     window.converge_from_ms)
+    lp_s, lp_late = figures.catch_up(timeline, records["watchers"], "longpoll",
+                                     window.converge_from_ms)
     lost = lost_holds(records, shop, hold_ttl_ms)
     longest = max((w["end_ms"] - w["start_ms"] for w in windows), default=0) / 1000
     checks = {
@@ -111,6 +119,10 @@ def judge(drill: Drill, records: dict[str, Any], shop: ShopState, window: Window
     }
     if budgets.failed_requests is not None:
         checks["failed_requests"] = (failed, budgets.failed_requests)
+    if budgets.write_gap_s is not None:
+        checks["longest_write_gap_s"] = (
+            figures.longest_write_gap(timeline.get("writes", []), window.fault_start_ms,
+                                      window.load_end_ms), budgets.write_gap_s)
     figures_out = {name: {"value": value, "budget": budget, "met": _met(value, budget)}
                    for name, (value, budget) in checks.items()}
     start = window.load_start_ms
@@ -119,7 +131,8 @@ def judge(drill: Drill, records: dict[str, Any], shop: ShopState, window: Window
         "fault": drill.fault,
         "window_s": {"load": round((window.load_end_ms - start) / 1000, 1),
                      "fault_start": round((window.fault_start_ms - start) / 1000, 2),
-                     "fault_end": round((window.fault_end_ms - start) / 1000, 2)},
+                     "fault_end": round((window.fault_end_ms - start) / 1000, 2),
+                     "converge_from": round((window.converge_from_ms - start) / 1000, 2)},
         "figures": figures_out,
         "requests": {"total": total, "failed": failed},
         "failures_by_kind": figures.failures_by_kind(events),

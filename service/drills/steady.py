@@ -23,6 +23,7 @@ from service.drills.counting import failure_counts
 from service.ops.errors import OpsError
 from service.ops.layout import Layout
 from service.ops.probes import is_ready
+from service.ops.redis_ha import replication_problem
 
 log = logging.getLogger("chaostoolkit")
 POLL_S = 0.5
@@ -79,6 +80,12 @@ def counts_consistent(var_dir: str, within_s: float = 15.0) -> bool:
             return f"could not read the counts ({exc})"
         return _disagreement(views, truth)
     return _eventually(problem, within_s)
+
+
+def redis_replicating(var_dir: str, within_s: float = 30.0) -> bool:
+    """(Sentinel) the primary the sentinels name takes writes and every other data node
+    replicates from it with the link up."""
+    return _eventually(lambda: replication_problem(Layout.load(Path(var_dir))), within_s)
 
 
 def _disagreement(views: dict[str, dict[str, dict[str, Any]]],

@@ -74,6 +74,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redis-url", default=os.environ.get("BB_REDIS_URL", DEMO_REDIS_URL),
                         help="the shop's Redis, for `stock reset` before the load "
                              "(default BB_REDIS_URL or make demo's)")
+    parser.add_argument("--redis-sentinels", metavar="HOST:PORT,…",
+                        default=os.environ.get("BB_REDIS_SENTINELS"),
+                        help="the shop's sentinels, used instead of --redis-url (default "
+                             "BB_REDIS_SENTINELS; the master name is BB_REDIS_SERVICE's)")
     parser.add_argument("--redis-password-file", metavar="FILE",
                         default=os.environ.get("BB_REDIS_PASSWORD_FILE"),
                         help="a file holding that Redis's password (default "
@@ -184,6 +188,9 @@ def reset_stock(args: argparse.Namespace) -> None:
     if args.per_book is not None:
         command += ["--per-book", str(args.per_book)]
     env = {**os.environ, "BB_REDIS_URL": args.redis_url}
+    where = args.redis_url
+    if args.redis_sentinels:
+        env["BB_REDIS_SENTINELS"] = where = args.redis_sentinels
     password_file = args.redis_password_file
     if password_file is None and args.redis_url == DEMO_REDIS_URL and \
             "BB_REDIS_PASSWORD" not in env and DEMO_PASSWORD_FILE.exists():
@@ -192,9 +199,9 @@ def reset_stock(args: argparse.Namespace) -> None:
         env["BB_REDIS_PASSWORD_FILE"] = password_file
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
-        raise LoadError(f"could not reset the stock at {args.redis_url}: "
+        raise LoadError(f"could not reset the stock at {where}: "
                         f"{done.stderr.strip() or done.stdout.strip()} (give the shop's "
-                        "--redis-url, or --no-reset)")
+                        "--redis-url or --redis-sentinels, or --no-reset)")
     print(done.stdout.strip(), flush=True)
 
 

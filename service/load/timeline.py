@@ -14,6 +14,7 @@ from typing import Any
 
 MAX_FAILURES = 5_000  # failure events kept (each: when, what, how)
 MAX_LAGS_PER_SECOND = 500  # delivery lags kept per second (for the p99 of that second)
+MAX_WRITES = 200_000  # answered cart changes kept (when)
 
 
 class Timeline:
@@ -28,11 +29,14 @@ class Timeline:
         # watcher -> [[arrived ms, sku, changedAt of the version it now holds], ...]
         self.held: dict[str, list[list[Any]]] = collections.defaultdict(list)
         self.changes: dict[str, set[int]] = collections.defaultdict(set)  # sku -> changedAt
+        self.writes: list[int] = []  # ms of every cart change the shop answered (2xx/409)
 
     def request(self, at_ms: float, kind: str, outcome: str) -> None:
         self.requests[int(at_ms // 1000)][outcome] += 1
         if outcome != "ok" and len(self.failures) < MAX_FAILURES:
             self.failures.append([round(at_ms), kind, outcome])
+        elif outcome == "ok" and kind.startswith("cart") and len(self.writes) < MAX_WRITES:
+            self.writes.append(round(at_ms))
 
     def delivery(self, at_ms: float, lag_ms: float) -> None:
         lags = self.lags[int(at_ms // 1000)]
@@ -50,6 +54,7 @@ class Timeline:
     def to_dict(self) -> dict[str, Any]:
         return {"requests": {str(s): dict(c) for s, c in self.requests.items()},
                 "failures": self.failures,
+                "writes": self.writes,
                 "lags": {str(s): lags for s, lags in self.lags.items()},
                 "held": dict(self.held),
                 "changes": {sku: sorted(times) for sku, times in self.changes.items()}}
@@ -60,7 +65,7 @@ def merge_timelines(parts: list[dict[str, Any]]) -> dict[str, Any]:
     requests: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
     lags: dict[str, list[float]] = collections.defaultdict(list)
     changes: dict[str, set[int]] = collections.defaultdict(set)
-    merged: dict[str, Any] = {"failures": [], "held": {}}
+    merged: dict[str, Any] = {"failures": [], "held": {}, "writes": []}
     for part in parts:
         for second, counts in part["requests"].items():
             requests[second].update(counts)
@@ -69,8 +74,10 @@ def merge_timelines(parts: list[dict[str, Any]]) -> dict[str, Any]:
         for sku, times in part["changes"].items():
             changes[sku].update(times)
         merged["failures"] += part["failures"]
+        merged["writes"] += part.get("writes", [])
         merged["held"].update(part["held"])
     merged["failures"].sort()
+    merged["writes"].sort()
     merged["requests"] = {second: dict(counts) for second, counts in requests.items()}
     merged["lags"] = dict(lags)
     merged["changes"] = {sku: sorted(times) for sku, times in changes.items()}

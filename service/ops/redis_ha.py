@@ -137,6 +137,41 @@ def primary_named(layout: Layout) -> int | None:
     return None
 
 
+def primary_port(layout: Layout) -> int:
+    """The port of the Redis that takes writes now: the one Redis, or the primary the
+    sentinels name (OpsError when none answers)."""
+    if not layout.redis_ha:
+        return layout.redis_port
+    port = primary_named(layout)
+    if port is None:
+        raise OpsError("no sentinel answers: see `ctl status` and var/log/sentinel-*.log")
+    return port
+
+
+def data_nodes(layout: Layout) -> dict[str, int]:
+    """The Redis processes that hold data (not the sentinels) -> port."""
+    return {name: port for name, port in layout.redis_nodes.items()
+            if not name.startswith("sentinel-")}
+
+
+def replication_problem(layout: Layout) -> str | None:
+    """None when the sentinels' primary takes writes and every other data node is its
+    replica with the link up; else what is not so."""
+    try:
+        primary = primary_port(layout)
+        with _client(layout, primary) as client:
+            info = client.info("replication")
+    except (OpsError, redis.RedisError, OSError) as exc:
+        return f"the primary does not answer ({exc})"
+    if info["role"] != "master":
+        return f"port {primary}, named primary by the sentinels, is a {info['role']}"
+    online = {info[f"slave{i}"]["port"] for i in range(int(info["connected_slaves"]))
+              if info[f"slave{i}"]["state"] == "online"}
+    missing = [name for name, port in data_nodes(layout).items()
+               if port != primary and port not in online]
+    return f"not replicating from port {primary}: {', '.join(missing)}" if missing else None
+
+
 def failover(layout: Layout, timeout_s: float = 30) -> str:
     """A planned failover: the sentinels promote a replica; returns the new primary's name."""
     if not layout.redis_ha:

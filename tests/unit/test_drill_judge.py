@@ -10,15 +10,18 @@ import pytest
 
 from service.drills import figures
 from service.drills.catalog import DRILLS
+from service.drills.command import fault_window
 from service.drills.experiments import text
 from service.drills.judge import Window, add_budget_flags, budgets_for, judge
 from service.load.judge import ShopState
 from service.load.outcomes import Outcome
 from service.load.records import Records, Watcher, merge
 from service.load.timeline import Timeline
+from service.ops.errors import OpsError
 
 T0 = 1_000_000_000_000  # ms: the load starts here; the fault is from +10 s to +12 s
-WINDOW = Window(T0, T0 + 30_000, T0 + 10_000, T0 + 12_000)
+# watchers judged from the fault's end, as most drills do
+WINDOW = Window(T0, T0 + 30_000, T0 + 10_000, T0 + 12_000, T0 + 12_000)
 
 
 def budget_args(*argv: str) -> argparse.Namespace:
@@ -27,7 +30,7 @@ def budget_args(*argv: str) -> argparse.Namespace:
     return parser.parse_args(list(argv))
 
 
-def recorded(ws_arrivals=(1.0, 13.0), failures=(), hold_state="acked") -> Records:
+def recorded(ws_arrivals=(1.0, 13.0), failures=(), hold_state="acked", writes=()) -> Records:
     """One shopper's hold, two changes of one book (at +1 s and +11 s), one WebSocket
     watcher that showed them at the given seconds, one long-poll watcher on time."""
     records = Records()
@@ -37,6 +40,8 @@ def recorded(ws_arrivals=(1.0, 13.0), failures=(), hold_state="acked") -> Record
         records.timeline.request(T0 + at_s * 1000, kind, outcome)
         records.outcomes[kind][outcome] += 1
     records.outcomes["cart add"]["ok"] += 1000
+    for at_s in writes:
+        records.timeline.request(T0 + at_s * 1000, "cart add", Outcome.OK.value)
     changes = [T0 + 1_000, T0 + 11_000]
     for changed in changes:
         records.timeline.change("internet", changed)
@@ -51,11 +56,11 @@ def recorded(ws_arrivals=(1.0, 13.0), failures=(), hold_state="acked") -> Record
 
 
 def verdict(records: Records, drill="kill-node", budgets=None, carts=None, ready=None,
-            steady=True):
+            steady=True, window=WINDOW):
     data = {**merge([records.to_dict()]), "final_from": 1}
     shop = ShopState({}, {"tok-1": {"internet"}} if carts is None else carts, T0 + 30_000)
     samples = ready if ready is not None else [(T0 + 11_000, False), (T0 + 13_000, True)]
-    return judge(DRILLS[drill], data, shop, WINDOW, samples,
+    return judge(DRILLS[drill], data, shop, window, samples,
                  budgets or budgets_for(DRILLS[drill], budget_args(), 25.0), 900_000,
                  {"held": steady, "problems": [] if steady else ["after: every-instance-ready"]})
 
@@ -87,8 +92,58 @@ def test_a_watcher_that_never_shows_a_change_fails():
 def test_a_hung_node_is_judged_from_the_start_of_the_fault():
     # shown 1.5 s after the change (at +11 s): 2.5 s after the fault ended is fine, but
     # the hang started at +10 s, so 2.5 s after its start too
-    summary = verdict(recorded(ws_arrivals=(1.0, 12.5)), drill="hung-node")
+    hung = Window(T0, T0 + 30_000, T0 + 10_000, T0 + 12_000, T0 + 10_000)
+    summary = verdict(recorded(ws_arrivals=(1.0, 12.5)), drill="hung-node", window=hung)
     assert summary["figures"]["ws_converge_s"]["value"] == 1.5
+
+
+def journal_of(*activities: tuple[str, str, str]) -> dict:
+    return {"status": "completed", "run": [
+        {"activity": {"type": "action", "name": name}, "start": start, "end": end}
+        for name, start, end in activities]}
+
+
+def test_each_drill_names_the_moment_its_watchers_are_judged_from():
+    journal = journal_of(("kill-9-the-redis-primary", "2026-11-30T10:00:00", "2026-11-30T10:00:01"),
+                         ("wait-for-the-promotion", "2026-11-30T10:00:01", "2026-11-30T10:00:04"),
+                         ("old-primary-back-as-a-replica", "2026-11-30T10:00:09",
+                          "2026-11-30T10:00:15"))
+    start, end, converge = fault_window(journal, DRILLS["redis-failover"].converge_from)
+    assert (end - start, converge - start) == (15_000, 4_000)
+    assert fault_window(journal, DRILLS["hung-node"].converge_from)[2] == start
+    assert fault_window(journal, DRILLS["kill-node"].converge_from)[2] == end
+    with pytest.raises(OpsError, match="no activity 'promotion'"):
+        fault_window(journal, "promotion")
+    for drill in DRILLS.values():  # every name the catalog gives is an activity of its drill
+        if drill.converge_from not in ("start", "end"):
+            names = [a["name"] for a in json.loads(drill.experiment.read_text())["method"]]
+            assert drill.converge_from in names, drill.name
+
+
+def test_a_failover_is_judged_by_its_longest_time_without_an_answered_write():
+    steady_writes = [at / 2 for at in range(60)]  # one every 0.5 s
+    gap = [at for at in steady_writes if not 10.0 <= at < 13.5]  # none from +10 s to 13.5 s
+    summary = verdict(recorded(writes=gap), drill="redis-failover")
+    figure = summary["figures"]["longest_write_gap_s"]
+    assert figure == {"value": 3.5, "budget": 5.0, "met": True}, figure
+    assert summary["verdict"] == "pass", summary["reason"]
+    longer = [at for at in steady_writes if not 10.0 <= at < 16.0]
+    summary = verdict(recorded(writes=longer), drill="redis-failover")
+    assert summary["verdict"] == "fail" and "longest_write_gap_s 6.0" in summary["reason"]
+    never = [at for at in steady_writes if at < 10.0]  # no write answered after the kill
+    assert verdict(recorded(writes=never), drill="redis-failover")["figures"][
+        "longest_write_gap_s"]["value"] is None
+    assert "longest_write_gap_s" not in verdict(recorded())["figures"]  # not kill-node's
+
+
+def test_the_sentinel_drill_and_the_single_redis_drills_know_their_cluster():
+    assert DRILLS["redis-failover"].fits(redis_ha=True)
+    assert not DRILLS["redis-failover"].fits(redis_ha=False)
+    assert not DRILLS["restart-redis"].fits(redis_ha=True)
+    assert DRILLS["kill-node"].fits(redis_ha=True) and DRILLS["kill-node"].fits(redis_ha=False)
+    probes = json.loads(DRILLS["redis-failover"].experiment.read_text())[
+        "steady-state-hypothesis"]["probes"]
+    assert "every-redis-node-replicating" in [probe["name"] for probe in probes]
 
 
 def test_failures_make_windows_and_a_ratio_and_a_planned_drill_allows_none():
