@@ -12,6 +12,8 @@ import sys
 import pytest
 
 from service.drills.catalog import DRILLS
+from service.ops.layout import Layout
+from service.ops.redis_ha import data_nodes, primary_port, role
 from support.deployment import ROOT, Deployment
 
 pytestmark = pytest.mark.timeout(240)
@@ -23,6 +25,9 @@ pytestmark = pytest.mark.timeout(240)
 SHORT = ["--duration", "3s", "--settle", "2s", "--relax", "3", "--budget-failure-ratio", "0.02",
          "--shoppers", "6",
          "--ws-watchers", "12", "--lp-watchers", "4", "--rate-readers", "1"]
+# until the promotion every request that needs Redis fails; in so short a drill that is a
+# larger share than in the full one (the failover's own budgets are its time figures)
+HA_SHORT = [*SHORT, "--budget-failure-ratio", "0.1"]
 FIGURES = {"steady_state", "lost_acked_holds", "negative_counts", "version_regressions",
            "failure_ratio", "longest_failure_window_s", "ws_converge_s", "lp_converge_s",
            "ready_after_s"}
@@ -93,7 +98,77 @@ def test_a_budget_the_fault_must_break_fails(cluster, tmp_path):
     assert_shop_back(cluster)
 
 
+@pytest.fixture(scope="module")
+def ha_cluster(tmp_path_factory):
+    """`up --redis-ha`: a primary, two replicas and three sentinels (down-after 1 s)."""
+    deployment = Deployment(tmp_path_factory.mktemp("drills-ha") / "var", instances=2,
+                            up_args=("--redis-ha",))
+    deployment.start()
+    yield deployment
+    deployment.stop()
+
+
+def redis_roles(cluster: Deployment) -> list[str]:
+    layout = Layout.load(cluster.var_dir)
+    return sorted(role(layout, name) for name in data_nodes(layout))
+
+
+def test_redis_failover_passes_and_the_old_primary_comes_back_as_a_replica(ha_cluster,
+                                                                           tmp_path):
+    layout = Layout.load(ha_cluster.var_dir)
+    first = primary_port(layout)
+    done = drill(ha_cluster, tmp_path, "redis-failover", *HA_SHORT)
+    assert done.returncode == 0, said(done)
+    summary = json.loads((tmp_path / "redis-failover" / "summary.json").read_text())
+    assert summary["verdict"] == "pass"
+    assert set(summary["figures"]) >= FIGURES | {"longest_write_gap_s"}
+    assert summary["figures"]["lost_acked_holds"]["value"] == 0
+    assert summary["figures"]["longest_write_gap_s"]["value"] is not None
+    journal = json.loads((tmp_path / "redis-failover" / "journal.json").read_text())
+    outputs = {run["activity"]["name"]: run["output"] for run in journal["run"]}
+    assert outputs["kill-9-the-redis-primary"]["port"] == first
+    assert primary_port(layout) != first  # a replica was promoted and kept the role
+    assert outputs["old-primary-back-as-a-replica"]["started"] == [
+        outputs["kill-9-the-redis-primary"]["killed"]]
+    assert redis_roles(ha_cluster) == ["primary", "replica", "replica"]
+    print(f"redis-failover: promoted {outputs['wait-for-the-promotion']['waited_s']}s after "
+          f"the kill; longest time without an answered write "
+          f"{summary['figures']['longest_write_gap_s']['value']}s")
+
+
+def test_redis_failover_fails_when_the_sentinels_cannot_promote_in_time(ha_cluster, tmp_path):
+    """Two of the three sentinels frozen for 12 s (no quorum) while the primary is killed:
+    no write for over 10 s, and the verdict names the figure."""
+    experiment = json.loads(DRILLS["redis-failover"].experiment.read_text())
+    freeze = [{"type": "action", "name": f"freeze-{name}", "background": True,
+               "provider": {"type": "python", "module": "service.drills.faults",
+                            "func": "pause_process", "arguments": {
+                                "var_dir": "${var_dir}", "name": name, "seconds": 12}}}
+              for name in ("sentinel-1", "sentinel-2")]
+    experiment["method"] = [*freeze, *experiment["method"]]
+    path = tmp_path / "failover-without-quorum.json"
+    path.write_text(json.dumps(experiment))
+    done = drill(ha_cluster, tmp_path, "redis-failover", "--experiment", str(path), *HA_SHORT,
+                 "--budget-write-gap", "5s")
+    assert done.returncode == 1, said(done)
+    summary = json.loads((tmp_path / "redis-failover" / "summary.json").read_text())
+    assert summary["verdict"] == "fail"
+    assert summary["figures"]["longest_write_gap_s"]["value"] > 10
+    assert "longest_write_gap_s" in done.stdout.splitlines()[-1]
+    assert redis_roles(ha_cluster) == ["primary", "replica", "replica"]  # restored
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("restart-redis", "restart-redis needs a single Redis (with Sentinel, run redis-failover)"),
+    ("pause-redis", "pause-redis needs a single Redis"),
+])
+def test_a_single_redis_drill_on_sentinel_exits_2(ha_cluster, tmp_path, name, reason):
+    done = drill(ha_cluster, tmp_path, name)
+    assert done.returncode == 2 and reason in done.stderr, done.stderr
+
+
 @pytest.mark.parametrize("args, reason", [
+    (["redis-failover"], "redis-failover needs a cluster started with `up --redis-ha`"),
     (["no-such-drill"], "invalid choice"),
     (["kill-node", "--duration", "soon"], "is not a duration"),
     (["kill-node", "--var-dir", "/nonexistent"], "no cluster was started"),
