@@ -122,9 +122,24 @@ def cmd_secrets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_redis_ha_files(args: argparse.Namespace) -> int:
+    from service.ops.redis_ha import compose_files
+    secrets = Path(args.secrets)
+    if not (secrets / "redis_password").is_file():
+        print(f"error: {secrets}/redis_password not found: run `python -m service secrets "
+              f"--dir {secrets}` first (compose's `secrets` service)", file=sys.stderr)
+        return 2
+    try:
+        compose_files(secrets, Path(args.nodes), args.service, args.down_after_ms)
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def register(commands: Any) -> None:
-    """Add `up`, `catalog`, `ctl`, `health-watch`, `secrets` and `upstream-sim` to the
-    command line."""
+    """Add `up`, `catalog`, `ctl`, `health-watch`, `secrets`, `redis-ha-files` and
+    `upstream-sim` to the command line."""
     up = commands.add_parser("up", help="run the local cluster under supervisord: Redis, the "
                              "upstream simulator, N instances and nginx")
     up.add_argument("--instances", type=int, default=3, help="app instances (default 3)")
@@ -196,6 +211,18 @@ def register(commands: Any) -> None:
                          help="files readable by every user (Redis and the instances run as "
                               "other users in their containers); default: owner only")
     secrets.set_defaults(func=cmd_secrets)
+
+    ha_files = commands.add_parser(
+        "redis-ha-files", help="(compose's Sentinel override) write the config files of the "
+                               "Redis nodes and sentinels, keeping any that exist")
+    ha_files.add_argument("--secrets", required=True,
+                          help="the folder `secrets` wrote (the Redis password and auth file)")
+    ha_files.add_argument("--nodes", required=True,
+                          help="a folder with one subfolder per node and sentinel (their volumes)")
+    ha_files.add_argument("--service", default="bb", help="the master name (default bb)")
+    ha_files.add_argument("--down-after-ms", type=bounded(int, 100, 600_000), default=5000,
+                          help="the sentinels' down-after-milliseconds (default 5000)")
+    ha_files.set_defaults(func=cmd_redis_ha_files)
 
     sim = commands.add_parser("upstream-sim", help="run the simulated upstream search API")
     sim.add_argument("--port", type=int, default=9000, help="port to listen on (default 9000)")

@@ -143,11 +143,16 @@ def _print_urls(layout: Layout) -> None:
              "  metrics         on each instance's own port below, at /metrics "
              "(not through nginx)"]
     lines += [f"  {name:<15} http://127.0.0.1:{port}/" for name, port in layout.apps.items()]
-    lines += [f"  redis           redis://127.0.0.1:{layout.redis_port}/0 (its password: "
-              f"{layout.redis_password_file})",
-              f"  upstream sim    http://127.0.0.1:{layout.upstream_port}/stats",
+    if layout.redis_ha:
+        lines += [f"  {name:<15} 127.0.0.1:{port}" for name, port in layout.redis_nodes.items()]
+        lines += ["  (Redis with Sentinel: `ctl status` shows the roles; the password is in "
+                  f"{layout.redis_password_file})"]
+    else:
+        lines += [f"  redis           redis://127.0.0.1:{layout.redis_port}/0 (its password: "
+                  f"{layout.redis_password_file})"]
+    lines += [f"  upstream sim    http://127.0.0.1:{layout.upstream_port}/stats",
               "Operate it: python -m service ctl status | stop app-2 | start app-2 | "
-              "restart app-2 | restart-all | scale N",
+              "restart app-2 | restart-all | scale N" + (" | failover" if layout.redis_ha else ""),
               f"Logs in {layout.logs}. Press Ctrl-C to stop everything."]
     print("\n".join(lines), flush=True)
 

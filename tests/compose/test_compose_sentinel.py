@@ -1,0 +1,106 @@
+"""The Sentinel override (docker-compose.sentinel.yml) for real: a primary, two replicas
+and three sentinels as containers, the app replicas configured through the sentinels;
+holds made before the primary's container is killed are all there after the sentinels
+promote a replica, writes come back, a WebSocket follows, and the old primary's container
+comes back as a replica."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from support.compose_stack import book, cart, new_session, new_stack, open_socket
+from support.docker_engine import say
+from support.standins import ensure_base_images
+
+pytestmark = pytest.mark.timeout(600)
+FILES = ("-f", "docker-compose.yml", "-f", "docker-compose.sentinel.yml")
+AUTH = 'REDISCLI_AUTH="$(cat /run/bb-secrets/redis_password)"'
+FAILOVER_TIMEOUT_S = 60
+
+
+@pytest.fixture(scope="module")
+def ha_stack(engine):
+    ensure_base_images(engine)
+    stack = new_stack(engine, ("docker", "compose", *FILES))
+    stack.settings = {"BB_SENTINEL_DOWN_AFTER_MS": "2000"}
+    started = time.monotonic()
+    stack.run("build", "app")
+    stack.run("up", "-d")
+    stack.wait_answering()
+    say(f"Sentinel topology up and answering in {time.monotonic() - started:.1f}s")
+    yield stack
+    stack.run("down", "-v", "--timeout", "20", check=False)
+
+
+def redis_cli(stack, service: str, *command: str, port: int = 6379) -> str:
+    done = stack.run("exec", "-T", service, "sh", "-c",
+                     f"{AUTH} redis-cli -p {port} {' '.join(command)}", check=False)
+    return done.stdout.strip()
+
+
+def primary_named(stack) -> str:
+    return redis_cli(stack, "sentinel-1", "sentinel", "get-master-addr-by-name", "bb",
+                     port=26379).split("\n")[0]
+
+
+def role(stack, service: str) -> str:
+    for line in redis_cli(stack, service, "info", "replication").splitlines():
+        if line.startswith("role:"):
+            return line.split(":", 1)[1].strip()
+    return "-"
+
+
+def test_the_sentinels_watch_one_primary_and_two_replicas(ha_stack):
+    assert primary_named(ha_stack) == "redis"
+    assert [role(ha_stack, node) for node in ("redis", "redis-2", "redis-3")] == \
+        ["master", "slave", "slave"]
+    replicas = redis_cli(ha_stack, "sentinel-1", "sentinel", "replicas", "bb", port=26379)
+    assert "redis-2" in replicas and "redis-3" in replicas  # known by name, not address
+    unauthenticated = ha_stack.run("exec", "-T", "sentinel-1", "redis-cli", "-p", "26379",
+                                   "ping", check=False)
+    assert "NOAUTH" in unauthenticated.stdout + unauthenticated.stderr
+
+
+def test_killing_the_primary_container_loses_no_hold_and_it_returns_as_a_replica(ha_stack):
+    sessions = [new_session(ha_stack) for _ in range(3)]
+    for session in sessions:
+        assert cart(ha_stack, session, "add").status == 200  # a replica has each
+    held = book(ha_stack)["inventoryCount"]
+    ws, _, snapshot = open_socket(ha_stack)
+    assert snapshot["inventoryCount"] == held
+    ha_stack.engine.docker("kill", "-s", "SIGKILL", ha_stack.containers("redis")[0])
+    killed = time.monotonic()
+    latecomer = new_session(ha_stack)  # the page needs no Redis write
+    while True:  # writes come back once the sentinels have promoted a replica
+        answer = cart(ha_stack, latecomer, "add")
+        if answer.status == 200:
+            break
+        assert answer.status == 503 and answer.headers.get("retry-after"), answer.body[:300]
+        assert time.monotonic() - killed < FAILOVER_TIMEOUT_S, "no write came back"
+        time.sleep(0.2)
+    writes_back_s = time.monotonic() - killed
+    promoted = primary_named(ha_stack)
+    assert promoted in ("redis-2", "redis-3")
+    assert book(ha_stack)["inventoryCount"] == held - 1  # every earlier hold is kept
+    for session in [*sessions, latecomer]:  # and each is there to release
+        assert cart(ha_stack, session, "remove").status == 200
+    final = book(ha_stack)
+    assert final["inventoryCount"] == held + len(sessions)
+    ws.settimeout(15)
+    while True:  # the WebSocket, kept open through the failover, shows the final count
+        pushed = json.loads(ws.recv())
+        if pushed["version"] == final["version"] and pushed["epoch"] == final["epoch"]:
+            break
+    assert pushed["inventoryCount"] == final["inventoryCount"]
+    ws.close()
+    ha_stack.run("start", "redis")
+    deadline = time.monotonic() + FAILOVER_TIMEOUT_S
+    while role(ha_stack, "redis") != "slave":
+        assert time.monotonic() < deadline, "the old primary did not become a replica"
+        time.sleep(1)
+    assert primary_named(ha_stack) == promoted
+    say(f"compose failover: writes back {writes_back_s:.1f}s after the kill; {promoted} "
+        "promoted; the old primary is its replica")
