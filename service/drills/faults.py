@@ -32,8 +32,10 @@ from service.ops.supervisor import process_states
 log = logging.getLogger("chaostoolkit")
 SCALED_FROM = "drill-scaled-from.json"  # the instance count before scale_by, for restore
 READY_TIMEOUT_S = 60.0
-PROMOTION_TIMEOUT_S = 60.0  # the sentinels' failover-timeout is 10 s; a loaded machine
-REPLICA_TIMEOUT_S = 60.0  # a returning node is told to replicate within a few seconds
+# well above the sentinels' down-after (1 s) plus their failover-timeout (10 s)
+PROMOTION_TIMEOUT_S = 60.0
+# the sentinels look at a returning node every 10 s, then it copies the primary's data
+REPLICA_TIMEOUT_S = 60.0
 
 
 def _layout(var_dir: str) -> Layout:
