@@ -29,7 +29,7 @@ class Stack:
     engine: Engine
     project: str
     port: int
-    subnet_prefix: str  # "172.29.41": the network is .0/24, nginx .10, the host .1
+    subnet_prefix: str  # "172.29.41": the network is .0/24, nginx .254, the host .1
     compose: tuple[str, ...] = ("docker", "compose")
     stand_ins: list[str] = field(default_factory=list)
     settings: dict[str, str] = field(default_factory=dict)  # more BB_* for compose
@@ -42,7 +42,7 @@ class Stack:
     def env(self) -> dict[str, str]:
         return {"BB_HTTP_PORT": str(self.port), "BB_HTTP_ADDRESS": "127.0.0.1",
                 "BB_SUBNET": f"{self.subnet_prefix}.0/24",
-                "BB_NGINX_ADDRESS": f"{self.subnet_prefix}.10", **self.settings}
+                "BB_NGINX_ADDRESS": f"{self.subnet_prefix}.254", **self.settings}
 
     def run(self, *args: str, check: bool = True, timeout_s: float = 600):
         return self.engine.run(*self.compose, "-p", self.project, *args, check=check,
