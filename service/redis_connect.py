@@ -26,10 +26,18 @@ from service.config import Config, ConfigError
 
 
 # Commands retry briefly, so a blip (or a failover's reconnect) is invisible but a dead
-# Redis answers 503 fast. The pub/sub client must not retry: redis-py would resubscribe
-# silently and the feed would skip the resync that recovers messages lost meanwhile.
-def command_options() -> dict[str, Any]:
-    return dict(socket_connect_timeout=2, socket_timeout=5, health_check_interval=10,
+# Redis answers 503 fast: a primary whose machine is gone answers nothing at all (no
+# refusal), so each attempt is bounded by the timeouts and three attempts stay within
+# about 6 s (a read, then two connects). A Redis that stalls for a few seconds (pause-redis:
+# 5 s) is still waited for: the second attempt's connection is accepted by the kernel and
+# answered when it wakes. The read timeout also leaves room for the one slow command,
+# WAIT (up to BB_REDIS_CONFIRM_TIMEOUT_S). The pub/sub client must not retry: redis-py
+# would resubscribe silently and the feed would skip the resync that recovers messages
+# lost meanwhile.
+def command_options(config: Config) -> dict[str, Any]:
+    return dict(socket_connect_timeout=1,
+                socket_timeout=max(3.0, config.redis_confirm_timeout_s + 1),
+                health_check_interval=10,
                 retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 2))
 
 
@@ -139,7 +147,7 @@ def connect(config: Config) -> RedisConnection:
     if not config.redis_sentinels:
         return RedisConnection(
             commands=aioredis.Redis.from_url(config.redis_url, password=password,
-                                             **command_options()),
+                                             **command_options(config)),
             pubsub=aioredis.Redis.from_url(config.redis_url, password=password,
                                            **pubsub_options()),
             replicated=False, described=described(config))
@@ -147,7 +155,7 @@ def connect(config: Config) -> RedisConnection:
         list(config.redis_sentinels), password=password,
         sentinel_kwargs={"password": password, **SENTINEL_OPTIONS})
     return RedisConnection(
-        commands=sentinel.master_for(config.redis_service, **command_options()),
+        commands=sentinel.master_for(config.redis_service, **command_options(config)),
         pubsub=sentinel.master_for(config.redis_service, **pubsub_options()),
         replicated=True, described=described(config),
         sentinel=sentinel, service=config.redis_service)

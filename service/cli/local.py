@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import ipaddress
 import sys
 from pathlib import Path
 from typing import Any
@@ -130,7 +131,8 @@ def cmd_redis_ha_files(args: argparse.Namespace) -> int:
               f"--dir {secrets}` first (compose's `secrets` service)", file=sys.stderr)
         return 2
     try:
-        compose_files(secrets, Path(args.nodes), args.service, args.down_after_ms)
+        compose_files(secrets, Path(args.nodes), str(args.primary), args.service,
+                      args.down_after_ms)
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -219,6 +221,8 @@ def register(commands: Any) -> None:
                           help="the folder `secrets` wrote (the Redis password and auth file)")
     ha_files.add_argument("--nodes", required=True,
                           help="a folder with one subfolder per node and sentinel (their volumes)")
+    ha_files.add_argument("--primary", required=True, type=ipaddress.ip_address,
+                          help="the first primary's (fixed) address")
     ha_files.add_argument("--service", default="bb", help="the master name (default bb)")
     ha_files.add_argument("--down-after-ms", type=bounded(int, 100, 600_000), default=5000,
                           help="the sentinels' down-after-milliseconds (default 5000)")

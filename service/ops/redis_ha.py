@@ -32,21 +32,16 @@ COMPOSE_REDIS_PORT = 6379
 
 
 def data_node_conf(auth_conf: Path, replica_of: int | None = None, *,
-                   primary_host: str = "127.0.0.1", redis_conf: Path = REDIS_CONF,
-                   announce_host: str | None = None) -> str:
+                   primary_host: str = "127.0.0.1", redis_conf: Path = REDIS_CONF) -> str:
     """A primary's or replica's own config file: the project's config and the auth file
     included, then what Sentinel mode adds. Each node needs a file of its own, which it
-    may rewrite: a sentinel that reconfigures a node has it save its new role there.
-    `announce_host`: the name the node gives its primary (and so the sentinels) for
-    itself, where addresses change and names do not (containers)."""
+    may rewrite: a sentinel that reconfigures a node has it save its new role there."""
     lines = ["# written by service/ops/redis_ha.py; Redis rewrites it when Sentinel "
              "reconfigures the node",
              f"include {redis_conf}",
              f"include {auth_conf}",
              f"min-replicas-to-write {MIN_REPLICAS_TO_WRITE}",
              f"min-replicas-max-lag {MIN_REPLICAS_MAX_LAG_S}"]
-    if announce_host is not None:
-        lines.append(f"replica-announce-ip {announce_host}")
     if replica_of is not None:
         lines.append(f"replicaof {primary_host} {replica_of}")
     return "\n".join(lines) + "\n"
@@ -54,15 +49,12 @@ def data_node_conf(auth_conf: Path, replica_of: int | None = None, *,
 
 def sentinel_conf(primary_port: int, service: str, password: str, folder: Path,
                   down_after_ms: int = 1000, failover_timeout_ms: int = 10_000, *,
-                  primary_host: str = "127.0.0.1", hostnames: bool = False) -> str:
+                  primary_host: str = "127.0.0.1", local: bool = True) -> str:
     """A sentinel's config file (the sentinel rewrites it as it learns the topology).
-    Local sentinels listen on 127.0.0.1; with `hostnames` (containers) on every address,
-    and they know the nodes, and tell clients of them, by name."""
-    where = ["sentinel resolve-hostnames yes", "sentinel announce-hostnames yes"] \
-        if hostnames else ["bind 127.0.0.1"]
+    A `local` sentinel listens on 127.0.0.1 only; a container's on its every address."""
     return "\n".join([
         "# written by service/ops/redis_ha.py; the sentinel rewrites it as it learns",
-        *where,
+        *(["bind 127.0.0.1"] if local else []),
         f"dir {folder}",
         f"sentinel monitor {service} {primary_host} {primary_port} {QUORUM}",
         f"sentinel auth-pass {service} {password}",
@@ -75,25 +67,26 @@ def sentinel_conf(primary_port: int, service: str, password: str, folder: Path,
     ])
 
 
-def compose_files(secrets: Path, nodes: Path, service: str, down_after_ms: int,
-                  out: Callable[[str], None] = print) -> None:
+def compose_files(secrets: Path, nodes: Path, primary: str, service: str,
+                  down_after_ms: int, out: Callable[[str], None] = print) -> None:
     """The Sentinel topology's config files for compose (docker-compose.sentinel.yml):
-    NODES/<name>/node.conf for `redis` (the first primary), `redis-2` and `redis-3`, and
-    NODES/<name>/sentinel.conf for `sentinel-1..3` (each folder the volume its service
-    mounts at /data). A file that exists is kept: the nodes and sentinels rewrite theirs
-    as roles change, and a restart must not undo a failover."""
+    NODES/<name>/node.conf for `redis` (the first primary, at address `primary`),
+    `redis-2` and `redis-3`, and NODES/<name>/sentinel.conf for `sentinel-1..3` (each
+    folder the volume its service mounts at /data). The nodes have fixed addresses: a
+    sentinel resolves a host name with a blocking lookup, and the name of a dead
+    container does not resolve, so names would stall the sentinels just when they are
+    needed. A file that exists is kept: the nodes and sentinels rewrite theirs as roles
+    change, and a restart must not undo a failover."""
     password = (secrets / "redis_password").read_text().strip()
     auth = secrets / REDIS_AUTH_CONF
-    files = {"redis/node.conf": data_node_conf(auth, redis_conf=COMPOSE_REDIS_CONF,
-                                               announce_host="redis")}
+    files = {"redis/node.conf": data_node_conf(auth, redis_conf=COMPOSE_REDIS_CONF)}
     for name in ("redis-2", "redis-3"):
         files[f"{name}/node.conf"] = data_node_conf(
-            auth, COMPOSE_REDIS_PORT, primary_host="redis", redis_conf=COMPOSE_REDIS_CONF,
-            announce_host=name)
+            auth, COMPOSE_REDIS_PORT, primary_host=primary, redis_conf=COMPOSE_REDIS_CONF)
     for number in (1, 2, 3):
         files[f"sentinel-{number}/sentinel.conf"] = sentinel_conf(
             COMPOSE_REDIS_PORT, service, password, Path("/data"), down_after_ms,
-            primary_host="redis", hostnames=True)
+            primary_host=primary, local=False)
     for relative, text in files.items():
         path = nodes / relative
         if path.exists():
