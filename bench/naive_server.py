@@ -67,14 +67,14 @@ async def relay(redis_url: str) -> None:
     redis = aioredis.Redis.from_url(redis_url)
     store = InventoryStore(redis, Catalog.load(DEFAULT_CATALOG), 900)
     pubsub = redis.pubsub()
-    await pubsub.subscribe(keys.INVENTORY_CHANNEL)
+    await pubsub.ssubscribe(*(keys.changes_channel(sku) for sku in store.catalog.skus))
     await store.seed()
     for snap in await store.snapshots(store.catalog.skus):
         State.latest[snap.sku] = snap
     State.subscribed = True
     while True:
         message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
-        if message is None or message.get("type") != "message":
+        if message is None or message.get("type") != "smessage":
             continue
         snap = Snapshot.from_message(message["data"])
         State.latest[snap.sku] = snap

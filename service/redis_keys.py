@@ -7,8 +7,6 @@ Cluster can run each Lua script, which touches only one SKU, on a single node.
 
 KEY_PREFIX = "bb"
 
-# One channel for every SKU: a process subscribes once and serves all books.
-INVENTORY_CHANNEL = f"{KEY_PREFIX}:inventory"
 
 
 def stock_key(sku: str) -> str:
@@ -50,6 +48,14 @@ def replid_key(sku: str) -> str:
     """The replication ID of the primary the SKU's epoch was made on (Sentinel mode:
     service/inventory/replication.py)."""
     return f"{KEY_PREFIX}:{{{sku}}}:replid"
+
+
+def changes_channel(sku: str) -> str:
+    """The book's change channel, a shard channel (SPUBLISH / SSUBSCRIBE) under the book's
+    hash tag: on a Redis Cluster the script that changes the book publishes on the node
+    that owns the book, and only that node's subscribers receive it; a process subscribes
+    to every book's channel over one connection per node (service/live/feed.py)."""
+    return f"{KEY_PREFIX}:{{{sku}}}:changes"
 
 
 def sku_keys(sku: str) -> list[str]:

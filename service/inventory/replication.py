@@ -12,7 +12,7 @@ them in a failover only makes the count err on the safe side until the hold's ex
 The primary also runs with `min-replicas-to-write 1`, so one cut off from every replica
 (the old primary of a split) refuses writes instead of taking ones that will be lost.
 
-**No client keeps a count the new primary does not have.** The scripts PUBLISH before
+**No client keeps a count the new primary does not have.** The scripts publish before
 WAIT can confirm anything, so a client can have been shown version v+1 of a book that
 the promoted replica never received; the new primary then makes its own, different v+1,
 which that client (and `since` cursors) would take for the one it has. The way out is
@@ -101,7 +101,7 @@ class Promotions:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for sku in skus[start:start + self.chunk]:
                     keys = [*redis_keys.sku_keys(sku), redis_keys.replid_key(sku)]
-                    await self._promoted(keys=keys, args=[redis_keys.INVENTORY_CHANNEL, sku,
-                                                          replid], client=pipe)
+                    await self._promoted(keys=keys, args=[redis_keys.changes_channel(sku),
+                                                          sku, replid], client=pipe)
                 renewed += sum(int(n) for n in await pipe.execute())
         return renewed

@@ -1,15 +1,17 @@
 """The inventory's Lua scripts: each change of a SKU is one atomic script.
 
-Every script that changes a count also bumps the SKU's version and PUBLISHes the new
-snapshot in the same atomic step, so "count changed" and "notification sent" can never
-disagree. Time comes from the Redis clock (TIME), so instances with skewed clocks agree
-on when a hold expires. Each script touches one SKU's keys only (one hash tag); the
-per-address count of holds lives under the address's own tag (address_holds.py).
+Every script that changes a count also bumps the SKU's version and publishes the new
+snapshot (SPUBLISH on the book's shard channel) in the same atomic step, so "count
+changed" and "notification sent" can never disagree. Time comes from the Redis clock
+(TIME), so instances with skewed clocks agree on when a hold expires. Each script
+touches one SKU's keys and channel only (one hash tag); the per-address count of holds
+lives under the address's own tag (address_holds.py).
 """
 
 # KEYS: 1 stock, 2 holds, 3 version, 4 epoch, 5 changed-at, 6 holders (redis_keys.sku_keys).
-# ARGV[1] channel, ARGV[2] sku. A change's time is the Redis clock's, in ms since the
-# epoch, kept beside the version so every snapshot can say when its change happened.
+# ARGV[1] the book's changes channel (same hash tag), ARGV[2] sku. A change's time is the
+# Redis clock's, in ms since the epoch, kept beside the version so every snapshot can say
+# when its change happened.
 PRELUDE = r"""
 local function now_ms()
   local t = redis.call('TIME')
@@ -24,7 +26,7 @@ local function changed(count)
   local at = now_ms()
   redis.call('SET', KEYS[5], at)
   local epoch = redis.call('GET', KEYS[4])
-  redis.call('PUBLISH', ARGV[1], string.format(
+  redis.call('SPUBLISH', ARGV[1], string.format(
     '{"sku":"%s","inventoryCount":%d,"version":%d,"epoch":"%s","changedAt":%d}',
     ARGV[2], count, ver, epoch, at))
   return ver

@@ -75,7 +75,7 @@ class InventoryStore:
         return await self.confirm.run(self.redis, script, keys, args)
 
     def _args(self, sku: str, *extra: str | int) -> list[str | int]:
-        return [redis_keys.INVENTORY_CHANNEL, sku, *extra]
+        return [redis_keys.changes_channel(sku), sku, *extra]
 
     def _known(self, sku: str) -> str:
         if sku not in self.catalog:

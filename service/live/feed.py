@@ -1,4 +1,4 @@
-"""The process's single Redis subscription, feeding the local hub."""
+"""The process's Redis subscription to every book's change channel, feeding the local hub."""
 
 from __future__ import annotations
 
@@ -18,10 +18,16 @@ log = logging.getLogger(__name__)
 
 # Sentinel mode: how often the subscription checks that its primary is still the primary
 PRIMARY_CHECK_S = 2.0
+# channels per SSUBSCRIBE command (a catalog of thousands is subscribed in a few commands)
+SUBSCRIBE_BATCH = 1000
 
 
 class InventoryFeed:
-    """The process's single Redis subscription, resynchronised after every (re)subscribe.
+    """The process's subscription, resynchronised after every (re)subscribe.
+
+    Each book has its own shard channel under its hash tag (redis_keys.changes_channel),
+    and the process subscribes to all of them over one connection: no task or
+    connection per book, and on a Redis Cluster a book's change stays on its shard.
 
     Pub/sub is at-most-once: messages published while the subscription was down are
     gone. So every (re)subscribe is followed by a re-read of all snapshots, which the
@@ -69,7 +75,9 @@ class InventoryFeed:
     async def _subscribe_and_relay(self, backoff: Backoff) -> None:
         pubsub = self.redis.pubsub()
         try:
-            await pubsub.subscribe(redis_keys.INVENTORY_CHANNEL)
+            channels = [redis_keys.changes_channel(sku) for sku in self.store.catalog.skus]
+            for start in range(0, len(channels), SUBSCRIBE_BATCH):
+                await pubsub.ssubscribe(*channels[start:start + SUBSCRIBE_BATCH])
             created = await self.store.seed()
             if created:
                 log.info("initialised %d SKU(s) in Redis", created)
@@ -82,7 +90,8 @@ class InventoryFeed:
             self.resyncs += 1
             self.subscribed.set()
             backoff.reset()
-            log.info("subscribed to %s and resynchronised", redis_keys.INVENTORY_CHANNEL)
+            log.info("subscribed to the change channels of %d book(s) and resynchronised",
+                     len(channels))
             loop = asyncio.get_running_loop()
             next_check = loop.time() + PRIMARY_CHECK_S
             while True:
@@ -91,7 +100,7 @@ class InventoryFeed:
                     await self._check_primary()
                     next_check = loop.time() + PRIMARY_CHECK_S
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                if message is None or message.get("type") != "message":
+                if message is None or message.get("type") != "smessage":
                     continue
                 try:
                     self.hub.apply(Snapshot.from_message(message["data"]))

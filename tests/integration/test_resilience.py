@@ -120,11 +120,12 @@ async def test_lost_subscription_resyncs_and_pushes_the_missed_change(cluster, s
         await socket.wait_for(lambda m: True, 5)
 
     # atomically: drop every pub/sub connection, then change the stock, so the
-    # PUBLISH of this change reaches nobody
+    # publication of this change reaches nobody
     pipe = cluster.redis().pipeline(transaction=True)
     pipe.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
     sku_keys = keys.sku_keys(FEATURED)
-    pipe.eval(_SET_STOCK, len(sku_keys), *sku_keys, keys.INVENTORY_CHANNEL, FEATURED, 7)
+    pipe.eval(_SET_STOCK, len(sku_keys), *sku_keys, keys.changes_channel(FEATURED), FEATURED,
+              7)
     killed, result = await asyncio.to_thread(pipe.execute)
     assert killed >= 2, killed
     assert result[0] == b"ok" and result[1] == 7, result

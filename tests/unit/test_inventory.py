@@ -28,6 +28,13 @@ async def store(redis):
     return store
 
 
+async def every_book_channel(redis, skus):
+    """A pub/sub client subscribed to these books' change channels (shard channels)."""
+    pubsub = redis.pubsub()
+    await pubsub.ssubscribe(*(keys.changes_channel(sku) for sku in skus))
+    return pubsub
+
+
 async def published(pubsub) -> list[dict]:
     """Every message published so far (get_message also returns None for the
     subscribe confirmation, so keep reading until a short quiet spell)."""
@@ -76,8 +83,7 @@ async def test_sold_out_changes_nothing_and_count_never_negative(store, redis):
 
 
 async def test_every_change_publishes_its_snapshot(store, redis):
-    pubsub = redis.pubsub()
-    await pubsub.subscribe(keys.INVENTORY_CHANNEL)
+    pubsub = await every_book_channel(redis, store.catalog.skus)
     result = await store.add("redis", "alice")
     messages = await published(pubsub)
     assert messages == [{"sku": "redis", "inventoryCount": result.snapshot.count,
@@ -106,8 +112,7 @@ async def test_expired_holds_are_swept_and_published(redis):
     store = InventoryStore(redis, Catalog.load(DEFAULT_CATALOG), hold_ttl_s=0.1)
     await store.seed()
     before = await store.add("internet", "alice")
-    pubsub = redis.pubsub()
-    await pubsub.subscribe(keys.INVENTORY_CHANNEL)
+    pubsub = await every_book_channel(redis, store.catalog.skus)
     # until the hold's expiry has passed on the Redis clock, which judges it
     expiry_ms = await redis.zscore(keys.holds_key("internet"), "alice")
     seconds, micros = await redis.time()
@@ -143,8 +148,7 @@ async def test_holds_of_lists_a_sessions_copies_and_reset_releases_them(store, r
     held = await store.holds_of("alice")
     assert sorted(h.sku for h in held) == ["redis", "tornado"]
     assert all(h.expires_at_ms > store.clock.now_ms() for h in held)
-    pubsub = redis.pubsub()
-    await pubsub.subscribe(keys.INVENTORY_CHANNEL)
+    pubsub = await every_book_channel(redis, store.catalog.skus)
     books, released = await store.reset(per_book=7)
     assert (books, released) == (len(store.catalog.skus), 3)
     assert await store.holds_of("alice") == []

@@ -3,9 +3,8 @@ on fakeredis with Lua; the primary's replication ID is given, as INFO would."""
 
 import fakeredis
 import pytest
-from test_inventory import published
+from test_inventory import every_book_channel, published
 
-from service import redis_keys as keys
 from service.inventory import InventoryStore, Promotions
 from service.inventory.catalog import Catalog
 from service.paths import DEFAULT_CATALOG
@@ -34,8 +33,7 @@ async def test_each_primary_gives_every_book_one_new_epoch_and_keeps_the_count(s
     skus = store.catalog.skus
     before = {s.sku: s for s in await store.snapshots(skus)}
     promotions = FixedPrimary(store.redis)
-    pubsub = store.redis.pubsub()
-    await pubsub.subscribe(keys.INVENTORY_CHANNEL)
+    pubsub = await every_book_channel(store.redis, skus)
     assert await promotions.renew_epochs(skus) == len(skus)
     first = {s.sku: s for s in await store.snapshots(skus)}
     for sku in skus:
