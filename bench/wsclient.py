@@ -294,6 +294,11 @@ def probe(port: int, path: str, timeout_s: float = 5.0) -> bytes:
                 if not data.startswith(b"HTTP/1.1 101") or accept not in data[:end]:
                     raise ConnectionError(data[:end].split(b"\r\n")[0].decode("latin-1"))
                 frame = data[end + 4:]
-                if len(frame) >= 2 and len(frame) >= 2 + (frame[1] & 0x7F) and frame[1] < 126:
-                    return frame[2:2 + frame[1]]
+                # an unmasked server frame: 7-bit length, or 126 and a 16-bit one (a
+                # snapshot is well under 64 KiB)
+                length, start = (frame[1] & 0x7F, 2) if len(frame) >= 2 else (0, 0)
+                if length == 126 and len(frame) >= 4:
+                    length, start = int.from_bytes(frame[2:4], "big"), 4
+                if start and length != 126 and len(frame) >= start + length:
+                    return frame[start:start + length]
         raise ConnectionError(f"no snapshot from port {port} within {timeout_s}s")
