@@ -67,7 +67,7 @@ METHODS: dict[str, list[dict[str, Any]]] = {
     "scale-out": [_action("scale-out-by-one", "scale_by", pause_after_s=5, delta=1),
                   _action("scale-back-in-by-one", "scale_by", delta=-1)],
     # the catalog's converge_from names the second action: watchers are judged from the
-    # moment the new primary takes writes
+    # moment a replica answers as the primary
     "redis-failover": [_action("kill-9-the-redis-primary", "kill_primary"),
                        _action("wait-for-the-promotion", "wait_for_promotion",
                                pause_after_s=5),

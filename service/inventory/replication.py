@@ -39,6 +39,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from service import redis_keys
+from service.inventory.per_book import per_book
 from service.inventory.scripts import PRELUDE
 
 
@@ -82,9 +83,8 @@ return 1
 class Promotions:
     """Gives every book a new epoch once per primary (see the module's reasoning)."""
 
-    def __init__(self, redis: aioredis.Redis, chunk: int = 500):
+    def __init__(self, redis: aioredis.Redis):
         self.redis = redis
-        self.chunk = chunk
         self._promoted = redis.register_script(PROMOTED)
         self.renewed_for = ""  # the primary's ID at the last renew_epochs
 
@@ -96,12 +96,7 @@ class Promotions:
         """Run PROMOTED on every book; returns how many got a new epoch from this call."""
         replid = await self.primary_id()
         self.renewed_for = replid
-        renewed = 0
-        for start in range(0, len(skus), self.chunk):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for sku in skus[start:start + self.chunk]:
-                    keys = [*redis_keys.sku_keys(sku), redis_keys.replid_key(sku)]
-                    await self._promoted(keys=keys, args=[redis_keys.changes_channel(sku),
-                                                          sku, replid], client=pipe)
-                renewed += sum(int(n) for n in await pipe.execute())
-        return renewed
+        renewed = await per_book(self.redis, skus, lambda pipe, sku: self._promoted(
+            keys=[*redis_keys.sku_keys(sku), redis_keys.replid_key(sku)],
+            args=[redis_keys.changes_channel(sku), sku, replid], client=pipe))
+        return sum(int(n) for n in renewed)

@@ -134,13 +134,14 @@ return answer
 """
 
 # Idempotent: every instance runs it; only the first to see an expired hold publishes.
-# {holds expired, the next expiry or false}
+# {holds expired, the next expiry or false, the Redis clock's ms}
 SWEEP = PRELUDE + r"""
+local now = now_ms()
 local stock = redis.call('GET', KEYS[1])
-if not stock then return {0, false} end
-local expired = drop_expired(now_ms())
+if not stock then return {0, false, now} end
+local expired = drop_expired(now)
 if expired > 0 then changed(current_count(stock)) end
-return {expired, next_expiry()}
+return {expired, next_expiry(), now}
 """
 
 # ARGV[3] initial stock, ARGV[4] a fresh epoch id. Never overwrites an existing SKU.

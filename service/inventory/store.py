@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -13,6 +13,7 @@ from service.inventory import address_holds, scripts
 from service.inventory.address_holds import AddressHolds
 from service.inventory.catalog import Catalog
 from service.inventory.clock import RedisClock
+from service.inventory.per_book import chunks, per_book
 from service.inventory.replication import NotConfirmed, ReplicaConfirm
 from service.inventory.snapshot import (
     CartResult,
@@ -23,8 +24,6 @@ from service.inventory.snapshot import (
     UnknownSku,
 )
 
-# commands per pipeline when a command touches every book (thousands of them)
-CHUNK = 500
 # the sweeper's fast path visits at most this many books with holds due per round
 SWEEP_BATCH = 500
 # books the sweeper also visits each round, round robin over the catalog (the safety net
@@ -34,11 +33,6 @@ SLICE_BOOKS = 50
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def chunks(items: Sequence[str], size: int = CHUNK) -> Iterator[Sequence[str]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
 
 
 class InventoryStore:
@@ -84,25 +78,15 @@ class InventoryStore:
 
     async def seed(self) -> int:
         """Create every catalog SKU missing from Redis; returns how many were created."""
-        created = 0
-        for group in chunks(self.catalog.skus):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for sku in group:
-                    await self._seed(keys=redis_keys.sku_keys(sku), client=pipe,
-                                     args=self._args(sku, self._catalog_stock(sku),
-                                                     secrets.token_hex(8)))
-                created += sum(int(n) for n in await pipe.execute())
-        return created
+        created = await per_book(self.redis, self.catalog.skus, lambda pipe, sku: self._seed(
+            keys=redis_keys.sku_keys(sku), client=pipe,
+            args=self._args(sku, self._catalog_stock(sku), secrets.token_hex(8))))
+        return sum(int(n) for n in created)
 
     async def _read_rows(self, skus: Sequence[str]) -> list[Any]:
         """The READ script's row of every SKU, in one round trip per CHUNK books."""
-        rows: list[Any] = []
-        for group in chunks(skus):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for sku in group:
-                    await self._read(keys=redis_keys.sku_keys(sku), args=[], client=pipe)
-                rows += await pipe.execute()
-        return rows
+        return await per_book(self.redis, skus, lambda pipe, sku: self._read(
+            keys=redis_keys.sku_keys(sku), args=[], client=pipe))
 
     async def snapshots(self, skus: Sequence[str]) -> list[Snapshot]:
         """Current snapshots, read atomically per SKU."""
@@ -132,16 +116,12 @@ class InventoryStore:
 
     async def holds_of(self, session_id: str) -> list[Hold]:
         """Every copy the session holds now (one ZSCORE per book, pipelined)."""
-        holds = []
         now_ms = self.clock.now_ms()
-        for group in chunks(self.catalog.skus):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for sku in group:
-                    pipe.zscore(redis_keys.holds_key(sku), session_id)
-                scores = await pipe.execute()
-            holds += [Hold(sku, int(score)) for sku, score in zip(group, scores)
-                      if score is not None and score > now_ms]
-        return holds
+        skus = self.catalog.skus
+        scores = await per_book(self.redis, skus, lambda pipe, sku: pipe.zscore(
+            redis_keys.holds_key(sku), session_id))
+        return [Hold(sku, int(score)) for sku, score in zip(skus, scores)
+                if score is not None and score > now_ms]
 
     def _result(self, sku: str, row: list[Any]) -> CartResult:
         status = _text(row[0])
@@ -204,24 +184,18 @@ class InventoryStore:
                 async for key in self.redis.scan_iter(match=pattern, count=1000)}
         return sorted(skus)
 
-    async def reset(self, per_book: int | None = None) -> tuple[int, int]:
-        """Release every hold of every book Redis has and set its stock (per_book, else
-        this catalog's, else unchanged); every client is told, as with any change.
-        Returns (books, holds released)."""
-        if per_book is not None and per_book < 0:
+    async def reset(self, stock: int | None = None) -> tuple[int, int]:
+        """Release every hold of every book Redis has and set its stock (`stock` for
+        every book, else this catalog's, else unchanged); every client is told, as with
+        any change. Returns (books, holds released)."""
+        if stock is not None and stock < 0:
             raise ValueError("stock cannot be negative")
-        books = released = 0
-        for group in chunks(await self.books_in_redis()):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for sku in group:
-                    stock = per_book if per_book is not None else self._catalog_stock(sku)
-                    await self._reset(keys=redis_keys.sku_keys(sku), client=pipe,
-                                      args=self._args(sku, stock))
-                rows = await pipe.execute()
-            for row in rows:
-                if _text(row[0]) == "ok":
-                    books += 1
-                    released += int(row[8])
+        rows = await per_book(
+            self.redis, await self.books_in_redis(), lambda pipe, sku: self._reset(
+                keys=redis_keys.sku_keys(sku), client=pipe,
+                args=self._args(sku, stock if stock is not None else self._catalog_stock(sku))))
+        done = [row for row in rows if _text(row[0]) == "ok"]
+        books, released = len(done), sum(int(row[8]) for row in done)
         await self.redis.delete(redis_keys.HOLD_EXPIRIES_KEY)
         await address_holds.forget_all(self.redis)  # whatever the cap of this process
         return books, released
@@ -264,7 +238,7 @@ class InventoryStore:
         rows = await self._sweep_scripts(skus)
         emptied = []
         async with self.redis.pipeline(transaction=False) as pipe:
-            for sku, (_, next_expiry) in zip(skus, rows):
+            for sku, (_, next_expiry, _) in zip(skus, rows):
                 if next_expiry:
                     # exact: the book was due, its index entry is replaced; otherwise it
                     # may only move earlier (a concurrent add knows better)
@@ -279,20 +253,19 @@ class InventoryStore:
             # after the ZREM closes that: a hold added before this look is seen here, and
             # one added after it is indexed by its own add (ZADD LT on a missing entry).
             async with self.redis.pipeline(transaction=False) as pipe:
-                for sku, (_, next_expiry) in zip(emptied, await self._sweep_scripts(emptied)):
+                for sku, (_, next_expiry, _) in zip(emptied,
+                                                    await self._sweep_scripts(emptied)):
                     if next_expiry:
                         pipe.zadd(redis_keys.HOLD_EXPIRIES_KEY, {sku: int(next_expiry)},
                                   lt=True)
                 await pipe.execute()
-        return sum(int(expired) for expired, _ in rows)
+        return sum(int(expired) for expired, _, _ in rows)
 
     async def _sweep_scripts(self, skus: Sequence[str]) -> list[Any]:
-        """The SWEEP script's {expired, next expiry} of every book; learns Redis's time."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for sku in skus:
-                await self._sweep(keys=redis_keys.sku_keys(sku), args=self._args(sku),
-                                  client=pipe)
-            pipe.time()
-            *rows, (seconds, micros) = await pipe.execute()
-        self.clock.observe(int(seconds) * 1000 + int(micros) // 1000)
+        """The SWEEP script's {expired, next expiry, Redis time} of every book; learns
+        Redis's time."""
+        rows = await per_book(self.redis, skus, lambda pipe, sku: self._sweep(
+            keys=redis_keys.sku_keys(sku), args=self._args(sku), client=pipe))
+        if rows:
+            self.clock.observe(max(int(row[2]) for row in rows))
         return rows

@@ -149,7 +149,7 @@ async def test_holds_of_lists_a_sessions_copies_and_reset_releases_them(store, r
     assert sorted(h.sku for h in held) == ["redis", "tornado"]
     assert all(h.expires_at_ms > store.clock.now_ms() for h in held)
     pubsub = await every_book_channel(redis, store.catalog.skus)
-    books, released = await store.reset(per_book=7)
+    books, released = await store.reset(stock=7)
     assert (books, released) == (len(store.catalog.skus), 3)
     assert await store.holds_of("alice") == []
     assert {s.count for s in await store.snapshots(store.catalog.skus)} == {7}
@@ -177,3 +177,17 @@ async def test_the_sweeper_visits_only_books_with_holds_due(redis):
     assert await store.sweep() == 0
     assert await store.sweep_all() == 0
     assert await redis.zrange(keys.HOLD_EXPIRIES_KEY, 0, -1) == [b"redis"]
+
+
+async def test_per_book_keeps_the_order_of_the_books_across_pipelines(redis):
+    from service.inventory.per_book import per_book
+    skus = [f"book-{n:04d}" for n in range(1201)]  # three pipelines of at most 500
+    for n, sku in enumerate(skus):
+        await redis.set(keys.stock_key(sku), n)
+    plain = await per_book(redis, skus, lambda pipe, sku: pipe.get(keys.stock_key(sku)))
+    assert [int(value) for value in plain] == list(range(1201))
+    double = redis.register_script("return tonumber(redis.call('GET', KEYS[1])) * 2")
+    scripted = await per_book(redis, skus, lambda pipe, sku: double(
+        keys=[keys.stock_key(sku)], args=[], client=pipe), size=400)
+    assert scripted == [2 * n for n in range(1201)]
+    assert await per_book(redis, [], lambda pipe, sku: pipe.get(sku)) == []
