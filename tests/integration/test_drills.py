@@ -12,8 +12,9 @@ import sys
 import pytest
 
 from service.drills.catalog import DRILLS
+from service.drills.steady import redis_replicating
 from service.ops.layout import Layout
-from service.ops.redis_ha import data_nodes, primary_port, role
+from service.ops.redis_ha import data_nodes, primary_port, replication_problem, role
 from support.deployment import ROOT, Deployment
 
 pytestmark = pytest.mark.timeout(240)
@@ -156,6 +157,22 @@ def test_redis_failover_fails_when_the_sentinels_cannot_promote_in_time(ha_clust
     assert summary["figures"]["longest_write_gap_s"]["value"] > 7
     assert "longest_write_gap_s" in done.stdout.splitlines()[-1]
     assert redis_roles(ha_cluster) == ["primary", "replica", "replica"]  # restored
+
+
+def test_the_replication_probe_names_a_replica_that_is_down(ha_cluster):
+    """The Sentinel steady-state probe fails while a replica is stopped, and holds again
+    once it is back."""
+    layout = Layout.load(ha_cluster.var_dir)
+    assert replication_problem(layout) is None
+    replica = next(name for name in data_nodes(layout) if role(layout, name) == "replica")
+    ha_cluster.ctl("stop", replica)
+    try:
+        problem = replication_problem(layout)
+        assert problem is not None and replica in problem, problem
+        assert redis_replicating(str(ha_cluster.var_dir), within_s=1) is False
+    finally:
+        ha_cluster.ctl("start", replica)
+    assert redis_replicating(str(ha_cluster.var_dir), within_s=60) is True
 
 
 @pytest.mark.parametrize("name, reason", [
