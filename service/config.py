@@ -30,7 +30,10 @@ class Config:
     # name they know the primary by; then every cart change waits for a replica
     redis_sentinels: tuple[tuple[str, int], ...] = ()
     redis_service: str = "bb"
-    # how long a cart change waits for a replica to confirm it (Sentinel mode)
+    # Redis Cluster mode when set (BB_REDIS_CLUSTER): (host, port) of each seed node; then
+    # too every cart change waits for a replica of the book's primary
+    redis_cluster: tuple[tuple[str, int], ...] = ()
+    # how long a cart change waits for a replica to confirm it (Sentinel and Cluster mode)
     redis_confirm_timeout_s: float = 1.0
     host: str = "127.0.0.1"
     port: int = 8000
@@ -76,7 +79,10 @@ class Config:
         settings = cls(
             redis_url=redis_url,
             redis_password=redis_password,
-            redis_sentinels=_sentinels(env.get("BB_REDIS_SENTINELS", "")),
+            redis_sentinels=_addresses(env, "BB_REDIS_SENTINELS",
+                                       "10.0.0.5:26379,10.0.0.6:26379,10.0.0.7:26379"),
+            redis_cluster=_addresses(env, "BB_REDIS_CLUSTER",
+                                     "10.0.0.5:7000,10.0.0.6:7000,10.0.0.7:7000"),
             redis_service=_service_name(env.get("BB_REDIS_SERVICE") or cls.redis_service),
             redis_confirm_timeout_s=_number(env, "BB_REDIS_CONFIRM_TIMEOUT_S",
                                             cls.redis_confirm_timeout_s, float, minimum=0.01,
@@ -116,6 +122,9 @@ class Config:
             trusted_proxies=_networks(env, "BB_TRUSTED_PROXIES", cls.trusted_proxies),
             demo_blocking=bool(flags.get("demo_blocking", False)),
         )
+        if settings.redis_sentinels and settings.redis_cluster:
+            raise ConfigError("BB_REDIS_SENTINELS and BB_REDIS_CLUSTER are both set: a Redis "
+                              "Cluster fails over by itself; unset one of them")
         if not settings.catalog_path.is_file():
             raise ConfigError(f"BB_CATALOG={settings.catalog_path}: no such file "
                                 f"(unset it to use the built-in catalog)")
@@ -183,10 +192,11 @@ def _http_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def _sentinels(raw: str) -> tuple[tuple[str, int], ...]:
-    """BB_REDIS_SENTINELS: host:port (or [v6]:port), comma-separated."""
+def _addresses(env: Mapping[str, str], name: str, example: str) -> tuple[tuple[str, int], ...]:
+    """A list of Redis nodes (BB_REDIS_SENTINELS, BB_REDIS_CLUSTER): host:port (or
+    [v6]:port), comma-separated."""
     found = []
-    for item in (part.strip() for part in raw.split(",")):
+    for item in (part.strip() for part in env.get(name, "").split(",")):
         if not item:
             continue
         parsed = urlparse(f"//{item}")
@@ -195,8 +205,7 @@ def _sentinels(raw: str) -> tuple[tuple[str, int], ...]:
         except ValueError:
             port = None
         if not parsed.hostname or port is None or parsed.path or parsed.username:
-            raise ConfigError(f"BB_REDIS_SENTINELS: {item!r} is not host:port (expected e.g. "
-                              "10.0.0.5:26379,10.0.0.6:26379,10.0.0.7:26379)")
+            raise ConfigError(f"{name}: {item!r} is not host:port (expected e.g. {example})")
         found.append((parsed.hostname, port))
     return tuple(found)
 

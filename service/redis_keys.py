@@ -110,15 +110,17 @@ SEARCH_ERROR_TTL_S = 5.0
 
 # Instance heartbeats: one key per instance, refreshed while it runs and gone soon after
 # it stops; and a sorted set (id -> last beat, ms) so the admin page can list the gone.
+# They share one hash tag, so the admin page reads them all with one MGET on a Redis
+# Cluster too.
 HEARTBEAT_TTL_S = 10
-INSTANCES_KEY = f"{KEY_PREFIX}:instances"
+INSTANCES_KEY = f"{KEY_PREFIX}:{{instances}}"
 # a gone instance is listed this long, then forgotten
 GONE_INSTANCE_MEMORY_S = 3600
 
 
 def heartbeat_key(instance_id: str) -> str:
     """JSON of the instance's figures, with a TTL of HEARTBEAT_TTL_S."""
-    return f"{KEY_PREFIX}:instance:{instance_id}"
+    return f"{INSTANCES_KEY}:{instance_id}"
 
 
 def admin_sign_in_failures_key(address: str) -> str:

@@ -77,9 +77,10 @@ def build_services(config: Config) -> Services:
         else None
     store = InventoryStore(commands, catalog, config.hold_ttl_s, clock,
                            hold_max_s=config.hold_max_s,
-                           max_holds_per_address=config.max_holds_per_address, confirm=confirm)
+                           max_holds_per_address=config.max_holds_per_address, confirm=confirm,
+                           nodes=connection.nodes)
     hub = LiveHub(config.instance_id, clock, config.push_interval_s)
-    feed = InventoryFeed(connection.pubsub, store, hub, promotions=connection.replicated)
+    feed = InventoryFeed(connection.nodes, store, hub, promotions=connection.replicated)
     metrics = Metrics()
     upstream = Upstream(config.upstream_url, config.upstream_kind, config.upstream_timeout_s,
                         observe=metrics.observe_upstream)

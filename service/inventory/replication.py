@@ -36,11 +36,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
+from redis.exceptions import AskError, MovedError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service import redis_keys
 from service.inventory.per_book import per_book
 from service.inventory.scripts import PRELUDE
+from service.redis_nodes import RedisNodes
+
+# a change redirected more often than this (a slot moving back and forth) answers 503
+MAX_REDIRECTS = 2
 
 
 class NotConfirmed(Exception):
@@ -48,19 +54,40 @@ class NotConfirmed(Exception):
 
 
 class ReplicaConfirm:
-    """Run a change's script and WAIT for `replicas` in one round trip."""
+    """Run a change's script and WAIT for `replicas` in one round trip, on the connection
+    of the node that owns the book (WAIT confirms its own connection's writes)."""
 
     def __init__(self, replicas: int, timeout_s: float):
         self.replicas = replicas
         self.timeout_ms = max(1, int(timeout_s * 1000))
 
-    async def run(self, redis: aioredis.Redis, script: Any, keys: Sequence[str],
+    async def run(self, nodes: RedisNodes, script: Any, keys: Sequence[str],
                   args: Sequence[str | int]) -> Any:
-        """The script's reply; raises NotConfirmed (after the change) if no replica has it."""
-        async with redis.pipeline(transaction=False) as pipe:
-            await script(keys=keys, args=args, client=pipe)
-            pipe.wait(self.replicas, self.timeout_ms)
-            row, confirmed = await pipe.execute()
+        """The script's reply; raises NotConfirmed (after the change) if no replica has it.
+
+        On a Redis Cluster, a MOVED answer (the slot has a new owner) or ASK (its keys are
+        moving there now) ran nothing: the change is sent to the node named, once or
+        twice. TRYAGAIN and CLUSTERDOWN are raised (503 with Retry-After)."""
+        node, asking = nodes.name_of(keys[0]), False
+        for redirects in range(MAX_REDIRECTS + 1):
+            try:
+                async with nodes.client(node).pipeline(transaction=False) as pipe:
+                    if asking:  # the importing node takes the next command of this slot
+                        pipe.execute_command("ASKING")
+                    await script(keys=keys, args=args, client=pipe)
+                    pipe.wait(self.replicas, self.timeout_ms)
+                    *_, row, confirmed = await pipe.execute()
+                break
+            except AskError as exc:  # MovedError too: it is a kind of AskError
+                if redirects == MAX_REDIRECTS:
+                    raise
+                node = f"{exc.host}:{exc.port}"
+                asking = not isinstance(exc, MovedError)
+                if not asking:
+                    await nodes.refresh()  # the map is out of date: read it for the next ones
+            except (RedisConnectionError, RedisTimeoutError):
+                await nodes.refresh()  # the node may be gone: the next change asks again
+                raise
         if int(confirmed) < self.replicas:
             raise NotConfirmed(f"{confirmed} of {self.replicas} replica(s) confirmed the "
                                f"change within {self.timeout_ms} ms")
@@ -81,22 +108,34 @@ return 1
 
 
 class Promotions:
-    """Gives every book a new epoch once per primary (see the module's reasoning)."""
+    """Gives every book a new epoch once per primary (see the module's reasoning); on a
+    Redis Cluster each book's primary is its shard's."""
 
-    def __init__(self, redis: aioredis.Redis):
-        self.redis = redis
-        self._promoted = redis.register_script(PROMOTED)
-        self.renewed_for = ""  # the primary's ID at the last renew_epochs
+    def __init__(self, nodes: RedisNodes):
+        self.nodes = nodes
+        self._promoted = nodes.router.register_script(PROMOTED)
+        self.renewed_for: dict[str, str] = {}  # node -> its replication ID at renew_epochs
 
-    async def primary_id(self) -> str:
-        info = await self.redis.info("replication")
-        return str(info["master_replid"])
+    async def primary_ids(self, nodes: Sequence[str] = ()) -> dict[str, str]:
+        """The replication ID of every primary (and of `nodes`), by node."""
+        ids = {}
+        for node in sorted({*self.nodes.primaries(), *nodes}):
+            info = await self.nodes.client(node).info("replication")
+            ids[node] = str(info["master_replid"])
+        return ids
 
     async def renew_epochs(self, skus: Sequence[str]) -> int:
         """Run PROMOTED on every book; returns how many got a new epoch from this call."""
-        replid = await self.primary_id()
-        self.renewed_for = replid
-        renewed = await per_book(self.redis, skus, lambda pipe, sku: self._promoted(
-            keys=[*redis_keys.sku_keys(sku), redis_keys.replid_key(sku)],
-            args=[redis_keys.changes_channel(sku), sku, replid], client=pipe))
+        owners = {sku: self.nodes.name_of(redis_keys.stock_key(sku)) for sku in skus}
+        ids = await self.primary_ids(list(owners.values()))
+        self.renewed_for = ids
+
+        def promoted(pipe: Any, sku: str) -> Any:
+            # A book whose slot moves meanwhile is run on its new node with the old one's
+            # ID: it gets a new epoch now and another at the next renewal (harmless).
+            return self._promoted(keys=[*redis_keys.sku_keys(sku), redis_keys.replid_key(sku)],
+                                  args=[redis_keys.changes_channel(sku), sku, ids[owners[sku]]],
+                                  client=pipe)
+
+        renewed = await per_book(self.nodes, skus, promoted)
         return sum(int(n) for n in renewed)

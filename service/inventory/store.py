@@ -23,6 +23,7 @@ from service.inventory.snapshot import (
     StockBelowHolds,
     UnknownSku,
 )
+from service.redis_nodes import RedisNodes
 
 # the sweeper's fast path visits at most this many books with holds due per round
 SWEEP_BATCH = 500
@@ -41,8 +42,11 @@ class InventoryStore:
 
     def __init__(self, redis: aioredis.Redis, catalog: Catalog, hold_ttl_s: float,
                  clock: RedisClock | None = None, hold_max_s: float = 3600.0,
-                 max_holds_per_address: int = 0, confirm: ReplicaConfirm | None = None):
-        self.redis = redis
+                 max_holds_per_address: int = 0, confirm: ReplicaConfirm | None = None,
+                 nodes: RedisNodes | None = None):
+        self.redis = redis  # a RedisCluster on a cluster: it routes single commands itself
+        # where work on many books, and changes that WAIT, are sent (service/redis_nodes.py)
+        self.nodes = nodes or RedisNodes(redis)
         self.catalog = catalog
         self.hold_ttl_ms = int(hold_ttl_s * 1000)
         self.hold_max_ms = int(hold_max_s * 1000)
@@ -50,7 +54,7 @@ class InventoryStore:
         self.address_holds = AddressHolds(redis, max_holds_per_address, self.hold_ttl_ms,
                                           self.hold_max_ms) if max_holds_per_address else None
         self.clock = clock or RedisClock()
-        # Sentinel mode: a cart change waits for a replica (replication.py); else None
+        # Sentinel and Cluster mode: a cart change waits for a replica (replication.py)
         self.confirm = confirm
         self._slice_start = 0  # where the sweeper's next slice of the catalog begins
         self._add = redis.register_script(scripts.ADD)
@@ -66,7 +70,7 @@ class InventoryStore:
         NotConfirmed, once the change is made)."""
         if self.confirm is None:
             return await script(keys=keys, args=args)
-        return await self.confirm.run(self.redis, script, keys, args)
+        return await self.confirm.run(self.nodes, script, keys, args)
 
     def _args(self, sku: str, *extra: str | int) -> list[str | int]:
         return [redis_keys.changes_channel(sku), sku, *extra]
@@ -78,14 +82,14 @@ class InventoryStore:
 
     async def seed(self) -> int:
         """Create every catalog SKU missing from Redis; returns how many were created."""
-        created = await per_book(self.redis, self.catalog.skus, lambda pipe, sku: self._seed(
+        created = await per_book(self.nodes, self.catalog.skus, lambda pipe, sku: self._seed(
             keys=redis_keys.sku_keys(sku), client=pipe,
             args=self._args(sku, self._catalog_stock(sku), secrets.token_hex(8))))
         return sum(int(n) for n in created)
 
     async def _read_rows(self, skus: Sequence[str]) -> list[Any]:
         """The READ script's row of every SKU, in one round trip per CHUNK books."""
-        return await per_book(self.redis, skus, lambda pipe, sku: self._read(
+        return await per_book(self.nodes, skus, lambda pipe, sku: self._read(
             keys=redis_keys.sku_keys(sku), args=[], client=pipe))
 
     async def snapshots(self, skus: Sequence[str]) -> list[Snapshot]:
@@ -118,7 +122,7 @@ class InventoryStore:
         """Every copy the session holds now (one ZSCORE per book, pipelined)."""
         now_ms = self.clock.now_ms()
         skus = self.catalog.skus
-        scores = await per_book(self.redis, skus, lambda pipe, sku: pipe.zscore(
+        scores = await per_book(self.nodes, skus, lambda pipe, sku: pipe.zscore(
             redis_keys.holds_key(sku), session_id))
         return [Hold(sku, int(score)) for sku, score in zip(skus, scores)
                 if score is not None and score > now_ms]
@@ -191,7 +195,7 @@ class InventoryStore:
         if stock is not None and stock < 0:
             raise ValueError("stock cannot be negative")
         rows = await per_book(
-            self.redis, await self.books_in_redis(), lambda pipe, sku: self._reset(
+            self.nodes, await self.books_in_redis(), lambda pipe, sku: self._reset(
                 keys=redis_keys.sku_keys(sku), client=pipe,
                 args=self._args(sku, stock if stock is not None else self._catalog_stock(sku))))
         done = [row for row in rows if _text(row[0]) == "ok"]
@@ -264,7 +268,7 @@ class InventoryStore:
     async def _sweep_scripts(self, skus: Sequence[str]) -> list[Any]:
         """The SWEEP script's {expired, next expiry, Redis time} of every book; learns
         Redis's time."""
-        rows = await per_book(self.redis, skus, lambda pipe, sku: self._sweep(
+        rows = await per_book(self.nodes, skus, lambda pipe, sku: self._sweep(
             keys=redis_keys.sku_keys(sku), args=self._args(sku), client=pipe))
         if rows:
             self.clock.observe(max(int(row[2]) for row in rows))

@@ -134,7 +134,7 @@ class Cluster:
         instances' heartbeats, which change every couple of seconds by design."""
         client = self.redis()
         return {key: client.dump(key) for key in sorted(client.scan_iter("bb:*"))
-                if not key.startswith(b"bb:instance")}
+                if not key.startswith(b"bb:{instances}")}
 
     # ---- the simulated upstream search API
     def start_upstream_sim(self, latency_ms: float = 0, error_rate: float = 0.0) -> UpstreamSim:

@@ -48,7 +48,7 @@ async def start_app():
         search = None if search_source is None else SearchCache(
             redis, search_source, fresh_s=30, stale_s=300, upstream_timeout_s=1)
         services = Services(config, catalog, redis, store, hub,
-                            InventoryFeed(redis, store, hub), search=search)
+                            InventoryFeed(store.nodes, store, hub), search=search)
         sockets = bind_sockets(0, "127.0.0.1")
         http = HTTPServer(make_app(services))
         http.add_sockets(sockets)

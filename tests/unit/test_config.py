@@ -123,3 +123,16 @@ def test_the_cookie_secret_and_admin_token_can_come_from_files(tmp_path):
                               "BB_ADMIN_TOKEN_FILE": str(tmp_path / "token")})
     assert config.cookie_secret == "c" * 32 and not config.cookie_secret_is_random
     assert config.admin_token == "t" * 24
+
+
+def test_cluster_seeds_parse_and_exclude_sentinels():
+    settings = Config.from_env({**SECRET, "BB_REDIS_CLUSTER": "10.0.0.5:7000, [::1]:7001"})
+    assert settings.redis_cluster == (("10.0.0.5", 7000), ("::1", 7001))
+    assert Config.from_env(SECRET).redis_cluster == ()
+    for bad in ("10.0.0.5", "10.0.0.5:port", "redis://10.0.0.5:7000", "h:7000/0"):
+        with pytest.raises(ConfigError, match=re.escape(f"BB_REDIS_CLUSTER: {bad!r} is not "
+                                                        "host:port")):
+            Config.from_env({**SECRET, "BB_REDIS_CLUSTER": bad})
+    with pytest.raises(ConfigError, match="both set"):
+        Config.from_env({**SECRET, "BB_REDIS_CLUSTER": "h:7000",
+                         "BB_REDIS_SENTINELS": "h:26379"})

@@ -181,13 +181,15 @@ async def test_the_sweeper_visits_only_books_with_holds_due(redis):
 
 async def test_per_book_keeps_the_order_of_the_books_across_pipelines(redis):
     from service.inventory.per_book import per_book
+    from service.redis_nodes import RedisNodes
     skus = [f"book-{n:04d}" for n in range(1201)]  # three pipelines of at most 500
     for n, sku in enumerate(skus):
         await redis.set(keys.stock_key(sku), n)
-    plain = await per_book(redis, skus, lambda pipe, sku: pipe.get(keys.stock_key(sku)))
+    nodes = RedisNodes(redis)
+    plain = await per_book(nodes, skus, lambda pipe, sku: pipe.get(keys.stock_key(sku)))
     assert [int(value) for value in plain] == list(range(1201))
     double = redis.register_script("return tonumber(redis.call('GET', KEYS[1])) * 2")
-    scripted = await per_book(redis, skus, lambda pipe, sku: double(
+    scripted = await per_book(nodes, skus, lambda pipe, sku: double(
         keys=[keys.stock_key(sku)], args=[], client=pipe), size=400)
     assert scripted == [2 * n for n in range(1201)]
-    assert await per_book(redis, [], lambda pipe, sku: pipe.get(sku)) == []
+    assert await per_book(nodes, [], lambda pipe, sku: pipe.get(sku)) == []

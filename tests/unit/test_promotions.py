@@ -16,8 +16,8 @@ class FixedPrimary(Promotions):
     """Promotions with the primary's ID set by the test (fakeredis has no replication)."""
     replid = "a" * 40
 
-    async def primary_id(self) -> str:
-        return self.replid
+    async def primary_ids(self, nodes=()) -> dict[str, str]:
+        return {"": self.replid}
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ async def store():
 async def test_each_primary_gives_every_book_one_new_epoch_and_keeps_the_count(store):
     skus = store.catalog.skus
     before = {s.sku: s for s in await store.snapshots(skus)}
-    promotions = FixedPrimary(store.redis)
+    promotions = FixedPrimary(store.nodes)
     pubsub = await every_book_channel(store.redis, skus)
     assert await promotions.renew_epochs(skus) == len(skus)
     first = {s.sku: s for s in await store.snapshots(skus)}
