@@ -63,6 +63,15 @@ def _up_catalog(args: argparse.Namespace, var_dir: Path) -> Path | None:
     return path
 
 
+def _redis_shards(args: argparse.Namespace) -> int:
+    from service.ops.errors import OpsError
+    if args.redis_shards is not None and not args.redis_cluster:
+        raise OpsError("--redis-shards needs --redis-cluster")
+    if not args.redis_cluster:
+        return 0
+    return 3 if args.redis_shards is None else int(args.redis_shards)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from service.inventory.demo_catalog import DemoCatalogError
     from service.ops.errors import OpsError
@@ -73,7 +82,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         layout = Layout(instances=args.instances, http_port=args.http_port,
                         first_app_port=args.first_port, redis_port=args.redis_port,
                         upstream_port=args.upstream_port, drain_s=Config.from_env().drain_s,
-                        var_dir=Path(args.var_dir).resolve(), redis_ha=args.redis_ha)
+                        var_dir=Path(args.var_dir).resolve(), redis_ha=args.redis_ha,
+                        redis_shards=_redis_shards(args))
         layout = dataclasses.replace(layout, catalog=_up_catalog(args, layout.var_dir))
         return run_up(layout)
     except (OpsError, DemoCatalogError) as exc:
@@ -168,6 +178,12 @@ def register(commands: Any) -> None:
                     help="Redis with Sentinel: a primary and two replicas (on --redis-port and "
                          "the next two ports) and three sentinels (the three after); the "
                          "instances find the primary through the sentinels")
+    up.add_argument("--redis-cluster", action="store_true",
+                    help="a Redis Cluster: --redis-shards shards, each a primary and a replica "
+                         "(redis-N on --redis-port + 2(N-1), redis-N-replica on the next "
+                         "port), created on the first start")
+    up.add_argument("--redis-shards", type=int, metavar="N",
+                    help="with --redis-cluster: how many shards (default 3)")
     up.set_defaults(func=cmd_up)
 
     catalog = commands.add_parser("catalog", help="demo catalogs at shop scale")
@@ -192,7 +208,8 @@ def register(commands: Any) -> None:
                                         "scale", "failover"])
     ctl.add_argument("name", nargs="?", help="a process: app-1…, nginx, redis, upstream-sim "
                                              "(with --redis-ha also redis-2, redis-3, "
-                                             "sentinel-1…3); for scale, the number of "
+                                             "sentinel-1…3; with --redis-cluster redis-N and "
+                                             "redis-N-replica); for scale, the number of "
                                              "instances. failover: the sentinels promote a "
                                              "replica (up --redis-ha)")
     ctl.add_argument("--var-dir", default=str(DEFAULT_VAR_DIR),

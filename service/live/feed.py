@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
+from typing import Any
 
 from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -77,6 +79,7 @@ class InventoryFeed:
         changed."""
         assert self.promotions is not None
         while True:
+            raise_if_cancelling()
             await asyncio.sleep(PRIMARY_CHECK_S)
             renewed = self.promotions.renewed_for
             if await self.promotions.primary_ids(list(renewed)) != renewed:
@@ -95,14 +98,10 @@ class InventoryFeed:
             backoff.reset()
             log.info("subscribed to the change channels of %d book(s) on %d node(s) and "
                      "resynchronised", len(channels), len(pubsubs))
-            try:
-                async with asyncio.TaskGroup() as tasks:
-                    for pubsub in pubsubs:
-                        tasks.create_task(self._relay(pubsub))
-                    if self.promotions is not None:
-                        tasks.create_task(self._check_primaries())
-            except ExceptionGroup as failed:  # the first failure says why
-                raise failed.exceptions[0] from None
+            loops = [self._relay(pubsub) for pubsub in pubsubs]
+            if self.promotions is not None:
+                loops.append(self._check_primaries())
+            await _until_one_fails(loops)
         finally:
             self.subscribed.clear()
             for pubsub in pubsubs:
@@ -141,6 +140,23 @@ class InventoryFeed:
                 self.hub.apply(Snapshot.from_message(message["data"]))
             except ValueError as exc:
                 log.warning("ignored a malformed inventory message: %s", exc)
+
+
+async def _until_one_fails(loops: list[Coroutine[Any, Any, None]]) -> None:
+    """Run the loops until one raises, then stop the others and raise that error.
+    (Not a TaskGroup: on Python 3.11 it leaves its parent task marked as cancelling when a
+    child fails after the body ended, and the feed would then stop for good.)"""
+    tasks = [asyncio.create_task(loop) for loop in loops]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        error = task.exception()
+        if error is not None:
+            raise error
 
 
 def _text(value: bytes | str) -> str:

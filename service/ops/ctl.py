@@ -12,7 +12,7 @@ import xmlrpc.client
 from collections.abc import Callable
 from pathlib import Path
 
-from service.ops import redis_ha
+from service.ops import redis_cluster, redis_ha
 from service.ops.bridge import bridged
 from service.ops.errors import OpsError
 from service.ops.layout import Layout
@@ -32,17 +32,20 @@ class Controller:
         self.out = out
 
     def status(self) -> list[str]:
-        rows = [f"{'NAME':<14} {'STATE':<9} {'PID':>7}  {'PORT':>5}  READY / ROLE"]
+        rows = [f"{'NAME':<22} {'STATE':<9} {'PID':>7}  {'PORT':>5}  READY / ROLE"]
         ports = self.layout.all_ports()
         for name, info in process_states(self.layout).items():
             port = ports.get(name)
             ready = ""
             if port is not None and name in self.layout.apps and info["statename"] == "RUNNING":
                 ready = "yes" if is_ready(port) else "no"
-            elif self.layout.redis_ha and name in self.layout.redis_nodes:
+            elif (self.layout.redis_ha or self.layout.redis_shards) and \
+                    name in self.layout.redis_nodes:
                 ready = redis_ha.role(self.layout, name)
-            rows.append(f"{name:<14} {info['statename']:<9} {info['pid'] or '-':>7}  "
+            rows.append(f"{name:<22} {info['statename']:<9} {info['pid'] or '-':>7}  "
                         f"{port or '':>5}  {ready}")
+        if self.layout.redis_shards:
+            rows += ["", *redis_cluster.status_lines(self.layout)]
         return rows
 
     def _known(self, name: str) -> None:

@@ -11,6 +11,9 @@ from service.ops.errors import OpsError
 from service.paths import DEFAULT_VAR_DIR
 
 MAX_INSTANCES = 32
+MAX_REDIS_SHARDS = 8
+# a cluster node's bus (node-to-node) port is its port plus this
+CLUSTER_BUS_OFFSET = 10000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,10 +32,18 @@ class Layout:
     # `up --redis-ha`: a primary and two replicas on redis_port and the next two ports, and
     # three sentinels on the three after (service/ops/redis_ha.py)
     redis_ha: bool = False
+    # `up --redis-cluster`: this many shards, each a primary and a replica (redis-N on
+    # redis_port + 2(N-1), redis-N-replica on the port after; service/ops/redis_cluster.py)
+    redis_shards: int = 0
 
     def __post_init__(self) -> None:
         if not 1 <= self.instances <= MAX_INSTANCES:
             raise OpsError(f"--instances must be between 1 and {MAX_INSTANCES}")
+        if not 0 <= self.redis_shards <= MAX_REDIS_SHARDS:
+            raise OpsError(f"--redis-shards must be between 1 and {MAX_REDIS_SHARDS}")
+        if self.redis_shards and self.redis_ha:
+            raise OpsError("--redis-ha and --redis-cluster exclude each other: a Redis Cluster "
+                           "fails over by itself")
         ports = self.all_ports()
         if len(set(ports.values())) != len(ports):
             raise OpsError(f"the cluster's ports overlap: {ports}; choose other ports")
@@ -47,14 +58,21 @@ class Layout:
 
     @property
     def redis_nodes(self) -> dict[str, int]:
-        """Redis's processes -> port: `redis`, and with redis_ha its replicas and sentinels."""
+        """Redis's processes -> port: `redis`, with redis_ha its replicas and sentinels, or
+        a cluster's primaries and replicas."""
+        if self.redis_shards:
+            return {f"redis-{shard}{role}": self.redis_port + 2 * (shard - 1) + offset
+                    for shard in range(1, self.redis_shards + 1)
+                    for offset, role in enumerate(("", "-replica"))}
         if not self.redis_ha:
             return {"redis": self.redis_port}
         names = ["redis", "redis-2", "redis-3", "sentinel-1", "sentinel-2", "sentinel-3"]
         return {name: self.redis_port + offset for offset, name in enumerate(names)}
 
     def all_ports(self) -> dict[str, int]:
-        return {"nginx": self.http_port, **self.redis_nodes,
+        bus = {f"{name} (cluster bus)": port + CLUSTER_BUS_OFFSET
+               for name, port in self.redis_nodes.items()} if self.redis_shards else {}
+        return {"nginx": self.http_port, **self.redis_nodes, **bus,
                 "upstream-sim": self.upstream_port, **self.apps}
 
     @property

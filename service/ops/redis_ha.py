@@ -98,9 +98,13 @@ def compose_files(secrets: Path, nodes: Path, primary: str, service: str,
 
 
 def redis_settings(layout: Layout) -> dict[str, str]:
-    """The BB_REDIS_* settings that reach the local cluster's Redis: its URL, or (with
-    redis_ha) its sentinels; and the file `up` keeps its password in."""
-    if layout.redis_ha:
+    """The BB_REDIS_* settings that reach the local cluster's Redis: its URL, its
+    sentinels (redis_ha) or its cluster nodes (redis_shards); and the file `up` keeps its
+    password in."""
+    if layout.redis_shards:
+        where = {"BB_REDIS_CLUSTER": ",".join(f"127.0.0.1:{port}"
+                                              for port in layout.redis_nodes.values())}
+    elif layout.redis_ha:
         where = {"BB_REDIS_SENTINELS": ",".join(
             f"127.0.0.1:{port}" for name, port in layout.redis_nodes.items()
             if name.startswith("sentinel-"))}

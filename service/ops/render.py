@@ -22,6 +22,7 @@ from service.ops.errors import OpsError
 from service.ops.files import write_whole
 from service.ops.layout import Layout
 from service.ops.procs import redis_server_path
+from service.ops.redis_cluster import cluster_programs
 from service.ops.redis_ha import redis_programs, redis_settings
 from service.ops.secrets import ensure_secrets
 from service.paths import DEPLOY, NGINX, ROOT
@@ -149,9 +150,9 @@ def supervisor_config(layout: Layout) -> str:
               stopwait_s=stopwait_s, catalog_env=catalog_env(layout), redis_env=redis_env,
               **common)
         for name, port in layout.apps.items())
-    redis = redis_programs(
-        layout, lambda **values: _fill(REDIS_PROGRAM_TEMPLATE, **values, **common),
-        redis_server_path())
+    programs = cluster_programs if layout.redis_shards else redis_programs
+    redis = programs(layout, lambda **values: _fill(REDIS_PROGRAM_TEMPLATE, **values, **common),
+                     redis_server_path())
     return _fill(SUPERVISOR_TEMPLATE, app_programs=apps, redis_programs=redis,
                  upstream_latency_ms=layout.upstream_latency_ms,
                  nginx=executable("nginx", "nginx"), **common)

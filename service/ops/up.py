@@ -21,6 +21,7 @@ from service.ops import edge
 from service.ops.errors import OpsError
 from service.ops.layout import Layout
 from service.ops.probes import http_ok, is_ready, port_is_free, process_alive
+from service.ops.redis_cluster import create_local
 from service.ops.render import render, supervisord_stop_s
 from service.ops.secrets import without_secret_settings
 from service.ops.supervisor import process_states
@@ -66,6 +67,8 @@ def run_up(layout: Layout) -> int:
             start_new_session=True)  # Ctrl-C reaches `up` only; `up` stops supervisord
     children: dict[str, int] = {}
     try:
+        if layout.redis_shards:  # the nodes start empty the first time: make them one
+            create_local(layout, out=lambda line: print(line, flush=True))
         _wait_until_up(layout, supervisord, lambda: stop_requested)
         children = {name: info["pid"] for name, info in process_states(layout).items()}
         _print_urls(layout)
@@ -143,9 +146,10 @@ def _print_urls(layout: Layout) -> None:
              "  metrics         on each instance's own port below, at /metrics "
              "(not through nginx)"]
     lines += [f"  {name:<15} http://127.0.0.1:{port}/" for name, port in layout.apps.items()]
-    if layout.redis_ha:
+    if layout.redis_ha or layout.redis_shards:
+        kind = "a Redis Cluster" if layout.redis_shards else "Redis with Sentinel"
         lines += [f"  {name:<15} 127.0.0.1:{port}" for name, port in layout.redis_nodes.items()]
-        lines += ["  (Redis with Sentinel: `ctl status` shows the roles; the password is in "
+        lines += [f"  ({kind}: `ctl status` shows the roles; the password is in "
                   f"{layout.redis_password_file})"]
     else:
         lines += [f"  redis           redis://127.0.0.1:{layout.redis_port}/0 (its password: "
