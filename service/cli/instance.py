@@ -14,7 +14,7 @@ from redis.exceptions import AuthenticationError, RedisError
 
 from service.arguments import bounded
 from service.cli.common import setup_logging
-from service.config import Config
+from service.config import Config, ConfigError
 from service.listen import PortInUse
 from service.ops.errors import OpsError
 from service.redis_connect import described
@@ -38,6 +38,8 @@ async def _stock(args: argparse.Namespace, config: Config) -> int:
     services = build_services(config)
     store = services.store
     try:
+        assert services.connection is not None
+        await services.connection.check()  # and, on a cluster, learn its slot map
         await store.seed()
         if args.stock_command == "reset":
             books, released = await store.reset(args.per_book)
@@ -73,7 +75,7 @@ def cmd_stock(args: argparse.Namespace) -> int:
         return 2
     try:
         return asyncio.run(_stock(args, config))
-    except StockBelowHolds as exc:
+    except (StockBelowHolds, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader went away (`stock show | head`): not Redis's fault
@@ -84,7 +86,7 @@ def cmd_stock(args: argparse.Namespace) -> int:
         return 1
     except (RedisError, OSError) as exc:
         print(f"error: Redis at {described(config)} failed: {exc} (is it running? `make demo` "
-              "starts one; BB_REDIS_URL or BB_REDIS_SENTINELS say where it is)", file=sys.stderr)
+              "starts one; BB_REDIS_URL, BB_REDIS_SENTINELS or BB_REDIS_CLUSTER say where it is)", file=sys.stderr)
         return 1
 
 
@@ -93,6 +95,14 @@ def _described(topology: dict[str, Any]) -> str:
     """`stock show`'s last lines: where the inventory lives."""
     if topology["mode"] == "single":
         return f"Redis: {topology['primary']} (one Redis)"
+    if topology["mode"] == "cluster":
+        lines = [f"Redis: a cluster of {len(topology['shards'])} shard(s)"]
+        for shard in topology["shards"]:
+            slots = ",".join(f"{a}-{b}" for a, b in shard["slots"]) or "no slots"
+            replicas = ", ".join(f"{r['address']} ({r['state']})" for r in shard["replicas"])
+            lines.append(f"  primary {shard['primary']}: slots {slots}; replicas: "
+                         f"{replicas or 'none'}")
+        return "\n".join(lines)
     lines = [f"Redis: primary {topology['primary']} (Sentinel), "
              f"{len(topology['replicas'])} replica(s)"]
     lines += [f"  replica {r['address']}: {r['state']}, {r['lag_s']} s since its last ack, "

@@ -34,6 +34,7 @@ from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 from service import paths
 from service.ops import probes, procs
+from support.redis_cluster import LocalRedisCluster
 
 COOKIE_SECRET = "integration-test-cookie-secret-0123456789"
 FEATURED = "internet"
@@ -96,10 +97,13 @@ class UpstreamSim:
 
 
 class Cluster:
-    """One redis-server and any number of app instances, all real processes."""
+    """One redis-server (or, with redis_mode "cluster", a Redis Cluster of three shards)
+    and any number of app instances, all real processes."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, redis_mode: str = "single"):
         self.dir = workdir
+        self.redis_mode = redis_mode
+        self.redis_cluster: LocalRedisCluster | None = None
         self.redis_port = probes.free_port()
         self.redis_dir = workdir / "redis-data"
         self.redis_log = workdir / "redis.log"
@@ -112,8 +116,18 @@ class Cluster:
     def redis_url(self) -> str:
         return f"redis://127.0.0.1:{self.redis_port}/0"
 
+    @property
+    def redis_env(self) -> dict[str, str]:
+        """The settings that lead an instance (or the CLI) to this test's Redis."""
+        if self.redis_cluster is not None:
+            return self.redis_cluster.env
+        return {"BB_REDIS_URL": self.redis_url}
+
     # ---- redis-server
     def start_redis(self) -> None:
+        if self.redis_mode == "cluster":
+            self.redis_cluster = LocalRedisCluster(self.dir / "redis-cluster").start()
+            return
         self.redis_proc = procs.start_redis(self.redis_port, self.redis_dir, self.redis_log)
 
     def stop_redis(self) -> int | None:
@@ -124,6 +138,8 @@ class Cluster:
         return code
 
     def redis(self) -> redis_sync.Redis:
+        if self._redis_client is None and self.redis_cluster is not None:
+            self._redis_client = self.redis_cluster.client()
         if self._redis_client is None:
             self._redis_client = redis_sync.Redis(host="127.0.0.1", port=self.redis_port,
                                                   socket_timeout=5)
@@ -149,7 +165,7 @@ class Cluster:
         started = []
         for name in names:
             app_env = {
-                "BB_REDIS_URL": self.redis_url,
+                **self.redis_env,
                 "BB_INSTANCE_ID": name,
                 "BB_COOKIE_SECRET": COOKIE_SECRET,
                 "BB_LONGPOLL_TIMEOUT_S": "5",
@@ -193,6 +209,8 @@ class Cluster:
             self._redis_client = None
         if self.redis_proc is not None:
             procs.stop(self.redis_proc)
+        if self.redis_cluster is not None:
+            self.redis_cluster.stop()
         if self.sim is not None and self.sim.proc is not None:
             procs.stop(self.sim.proc)
         if errors:
@@ -202,7 +220,7 @@ class Cluster:
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """`python -m service ARGS` against this cluster's Redis."""
         result = subprocess.run([sys.executable, "-m", "service", *args], cwd=paths.ROOT,
-                                env={**os.environ, "BB_REDIS_URL": self.redis_url},
+                                env={**os.environ, **self.redis_env},
                                 capture_output=True, text=True, timeout=30)
         if check and result.returncode != 0:
             raise AssertionError(f"`python -m service {' '.join(args)}` failed "
@@ -227,7 +245,9 @@ class Cluster:
     def log_tails(self, lines: int = LOG_TAIL_LINES) -> str:
         parts = []
         sim = [("upstream-sim", self.sim.log_path)] if self.sim is not None else []
-        for label, path in [("redis-server", self.redis_log), *sim,
+        nodes = [(f"redis node {port}", self.redis_cluster.log(port))
+                 for port in self.redis_cluster.ports] if self.redis_cluster else []
+        for label, path in [("redis-server", self.redis_log), *nodes, *sim,
                             *[(a.name, a.log_path) for a in self.apps.values()]]:
             try:
                 text = path.read_text(errors="replace").splitlines()[-lines:]

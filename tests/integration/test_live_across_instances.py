@@ -16,6 +16,22 @@ FEATURED = "internet"
 pytestmark = pytest.mark.timeout(60)
 
 
+@pytest.fixture(params=["single", "cluster"])
+def cluster(request, tmp_path, cluster_class):
+    """Every test here runs on one Redis and on a Redis Cluster of three shards (the
+    shop's four books are spread over two of them: checked below)."""
+    c = cluster_class(tmp_path, redis_mode=request.param)
+    try:
+        c.start_redis()
+        if c.redis_cluster is not None:
+            homes = {c.redis_cluster.primary_of(sku)
+                     for sku in ("internet", "tornado", "async", "redis")}
+            assert len(homes) >= 2, f"the books all live on one shard: {homes}"
+        yield c
+    finally:
+        c.stop_all()
+
+
 async def timed(awaitable):
     """(result, monotonic time it completed)."""
     result = await awaitable
