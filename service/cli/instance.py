@@ -86,7 +86,8 @@ def cmd_stock(args: argparse.Namespace) -> int:
         return 1
     except (RedisError, OSError) as exc:
         print(f"error: Redis at {described(config)} failed: {exc} (is it running? `make demo` "
-              "starts one; BB_REDIS_URL, BB_REDIS_SENTINELS or BB_REDIS_CLUSTER say where it is)", file=sys.stderr)
+              "starts one; BB_REDIS_URL, BB_REDIS_SENTINELS or BB_REDIS_CLUSTER say where it "
+              "is)", file=sys.stderr)
         return 1
 
 

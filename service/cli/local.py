@@ -95,7 +95,7 @@ def cmd_ctl(args: argparse.Namespace) -> int:
     from service.ops.ctl import run_ctl
     from service.ops.errors import OpsError
     try:
-        return run_ctl(Path(args.var_dir).resolve(), args.action, args.name)
+        return run_ctl(Path(args.var_dir).resolve(), args.action, args.name, args.target)
     except OpsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -205,13 +205,16 @@ def register(commands: Any) -> None:
 
     ctl = commands.add_parser("ctl", help="operate the running cluster of `up`")
     ctl.add_argument("action", choices=["status", "start", "stop", "restart", "restart-all",
-                                        "scale", "failover"])
+                                        "scale", "failover", "move-book"])
     ctl.add_argument("name", nargs="?", help="a process: app-1…, nginx, redis, upstream-sim "
                                              "(with --redis-ha also redis-2, redis-3, "
                                              "sentinel-1…3; with --redis-cluster redis-N and "
                                              "redis-N-replica); for scale, the number of "
                                              "instances. failover: the sentinels promote a "
-                                             "replica (up --redis-ha)")
+                                             "replica (up --redis-ha). move-book: the SKU "
+                                             "(up --redis-cluster)")
+    ctl.add_argument("target", nargs="?", help="move-book: the primary to move the book's "
+                                               "slot to, e.g. redis-2")
     ctl.add_argument("--var-dir", default=str(DEFAULT_VAR_DIR),
                      help="the var/ folder of the cluster (default ./var)")
     ctl.set_defaults(func=cmd_ctl)

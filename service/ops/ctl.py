@@ -106,7 +106,7 @@ class Controller:
         self.out(f"all {len(names)} instances restarted")
 
 
-def run_ctl(var_dir: Path, action: str, name: str | None) -> int:
+def run_ctl(var_dir: Path, action: str, name: str | None, extra: str | None = None) -> int:
     """Do `action` to the cluster `up` started from var_dir; raises OpsError."""
     layout = Layout.load(var_dir)
     controller = Controller(layout, out=lambda line: print(line, flush=True))
@@ -116,6 +116,10 @@ def run_ctl(var_dir: Path, action: str, name: str | None) -> int:
         controller.restart_all()
     elif action == "scale":
         scale(controller, parse_count(name))
+    elif action == "move-book":
+        if not name or not extra:
+            raise OpsError("usage: ctl move-book SKU NODE, e.g. `ctl move-book internet redis-2`")
+        redis_cluster.move_book(layout, name, extra, out=lambda line: print(line, flush=True))
     elif action == "failover":
         print("asking the sentinels for a planned failover…", flush=True)
         print(f"{redis_ha.failover(layout)} is the primary now")

@@ -240,6 +240,73 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def slot_of(key: str) -> int:
+    return int(key_slot(key.encode()))
+
+
+def move_slot(slot: int, source: Address, target: Address, password: str | None,
+              others: Sequence[Address] = (), out: Callable[[str], None] = print,
+              batch: int = 100) -> int:
+    """Move one hash slot from the primary `source` to the primary `target` the way
+    Redis documents it (what `redis-cli --cluster reshard` does per slot): the target
+    IMPORTING, the source MIGRATING, every key sent with MIGRATE (clients meanwhile get
+    ASK for the keys already moved, or TRYAGAIN for a command whose keys are split),
+    then the slot given to the target on both and on `others` (the other primaries).
+    Returns the number of keys moved."""
+    with _client(source, password) as src, _client(target, password) as dst:
+        source_id, target_id = _command(src, "CLUSTER", "MYID"), _command(dst, "CLUSTER", "MYID")
+        if source_id == target_id:
+            raise OpsError("the slot is on that node already")
+        _command(dst, "CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        _command(src, "CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        auth = ["AUTH", password] if password else []
+        moved = 0
+        while keys := _command(src, "CLUSTER", "GETKEYSINSLOT", slot, batch):
+            _command(src, "MIGRATE", target[0], target[1], "", 0, 5000, *auth, "KEYS", *keys)
+            moved += len(keys)
+        for address in [target, source, *others]:
+            with _client(address, password) as node:
+                _command(node, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
+    out(f"slot {slot}: {moved} key(s) moved from {source[0]}:{source[1]} to "
+        f"{target[0]}:{target[1]}")
+    return moved
+
+
+def move_book(layout: Layout, sku: str, node: str, out: Callable[[str], None] = print) -> None:
+    """`ctl move-book SKU NODE`: move the book's slot to the primary NODE (a process
+    name, e.g. redis-2)."""
+    if node not in layout.redis_nodes or not layout.redis_shards:
+        raise OpsError(f"no cluster node named {node!r}; known: {', '.join(layout.redis_nodes)}"
+                       if layout.redis_shards else
+                       "`ctl move-book` needs a cluster started with `up --redis-cluster`")
+    catalog = Catalog.load(layout.catalog or DEFAULT_CATALOG)
+    if sku not in catalog:
+        raise OpsError(f"unknown SKU {sku!r}; `ctl status` lists the books of each shard")
+    password = layout.redis_password()
+    target = ("127.0.0.1", layout.redis_nodes[node])
+    with _client(target, password) as client:
+        if client.info("replication")["role"] != "master":
+            raise OpsError(f"{node} is a replica now: name a primary (`ctl status`)")
+    slot = slot_of(redis_keys.stock_key(sku))
+    found = shards(target, password)
+    owner = next((shard for shard in found if any(a <= slot <= b for a, b in shard.slots)),
+                 None)
+    if owner is None or owner.primary == "-":
+        raise OpsError(f"slot {slot} has no primary now; see `ctl status`")
+    source = _address(owner.primary)
+    if source == target:
+        raise OpsError(f"{sku} lives on {node} already")
+    others = [_address(shard.primary) for shard in found
+              if shard.primary not in ("-", owner.primary) and _address(shard.primary) != target]
+    out(f"moving {sku} (slot {slot}) to {node}…")
+    move_slot(slot, source, target, password, others, out)
+
+
+def _address(name: str) -> Address:
+    host, _, port = name.rpartition(":")
+    return host, int(port)
+
+
 # `ctl status` names this many books per shard (a generated catalog has thousands)
 BOOKS_SHOWN = 4
 
@@ -256,12 +323,12 @@ def status_lines(layout: Layout) -> list[str]:
             continue
     else:
         return ["Redis Cluster: no node answers (see var/log/redis-*.log)"]
-    lines = [f"{'SHARD':<6} {'SLOTS':<14} {'PRIMARY':<16} {'REPLICAS':<28} BOOKS"]
+    lines = [f"{'SHARD':<6} {'SLOTS':<20} {'PRIMARY':<16} {'REPLICAS':<28} BOOKS"]
     for number, shard in enumerate(found, start=1):
-        slots = ",".join(f"{a}-{b}" for a, b in shard.slots) or "none"
+        slots = ",".join(f"{a}-{b}" if b > a else f"{a}" for a, b in shard.slots) or "none"
         books = shard.books
         shown = ", ".join(books[:BOOKS_SHOWN]) + (f" … ({len(books)} in all)"
                                                    if len(books) > BOOKS_SHOWN else "")
-        lines.append(f"{number:<6} {slots:<14} {shard.primary:<16} "
+        lines.append(f"{number:<6} {slots:<20} {shard.primary:<16} "
                      f"{', '.join(shard.replicas) or '-':<28} {shown or '-'}")
     return lines
