@@ -28,7 +28,7 @@ def free_node_port() -> int:
 class LocalRedisCluster:
     """Shards in `folder`; stop() kills every node by PID."""
 
-    def __init__(self, folder: Path, shards: int = 3, node_timeout_ms: int = 1000):
+    def __init__(self, folder: Path, shards: int = 3, node_timeout_ms: int = 2000):
         self.folder = folder
         self.node_timeout_ms = node_timeout_ms
         self.primary_ports = [free_node_port() for _ in range(shards)]
