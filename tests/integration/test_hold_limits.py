@@ -1,7 +1,7 @@
 """The per-address cap on holds (BB_MAX_HOLDS_PER_ADDRESS) and the longest a hold may
 last (BB_HOLD_MAX_S), on two real instances sharing one Redis. Requests go straight to
 the instances with X-Real-IP from a trusted proxy (loopback), so no nginx limit can be
-what stops them: the count in Redis must."""
+what stops them: the count in Redis must. Also on a Redis Cluster."""
 
 from __future__ import annotations
 
@@ -23,9 +23,11 @@ SHOPPER = "203.0.113.7"  # the address nginx saw (TEST-NET-3)
 COOKIE_SECRET = "hold-limits-test-cookie-secret-0123456789"
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory, cluster_class):
-    c = cluster_class(tmp_path_factory.mktemp("hold-limits"))
+@pytest.fixture(scope="module", params=["single", "cluster"])
+def cluster(request, tmp_path_factory, cluster_class):
+    """On one Redis, and on a Redis Cluster, where an address's count lives in another
+    slot (and here on another shard) than most of the books it holds."""
+    c = cluster_class(tmp_path_factory.mktemp("hold-limits"), redis_mode=request.param)
     try:
         c.start_redis()
         c.start_apps("app-a", "app-b", BB_COOKIE_SECRET=COOKIE_SECRET,
