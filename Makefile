@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo demo-ha test test-compose deps-docker lint load drill drills load-scaling bench-load test-unit test-integration test-e2e deps deps-browser screenshots venv bench-fanout bench-toggle bench-seed bench-seed-deps clean
+.PHONY: demo demo-ha demo-cluster bench-cluster test test-compose deps-docker lint load drill drills load-scaling bench-load test-unit test-integration test-e2e deps deps-browser screenshots venv bench-fanout bench-toggle bench-seed bench-seed-deps clean
 
 # The virtualenv is rebuilt whenever pyproject.toml changes.
 venv: $(VENV)/.installed
@@ -33,6 +33,10 @@ demo: deps venv
 # the same with Redis under Sentinel: a primary, two replicas and three sentinels
 demo-ha: deps venv
 	$(BIN)/python -m service up --instances $${BB_DEMO_INSTANCES:-3} --redis-ha
+
+# the same on a Redis Cluster: SHARDS shards (default 3), each a primary and a replica
+demo-cluster: deps venv
+	$(BIN)/python -m service up --instances $${BB_DEMO_INSTANCES:-3} --redis-cluster$(if $(SHARDS), --redis-shards $(SHARDS))$(if $(BOOKS), --books $(BOOKS))
 
 test: venv lint deps deps-browser deps-docker
 	$(BIN)/pytest -q
@@ -64,6 +68,11 @@ screenshots: deps deps-browser venv
 
 bench-fanout: deps venv
 	$(BIN)/python bench/fanout.py $(ARGS)
+
+# Redis CPU per change on one Redis and on a 3-shard cluster with PUBLISH and SPUBLISH,
+# what that predicts as shards are added, and fan-out p99 cluster vs single.
+bench-cluster: deps venv
+	$(BIN)/python bench/cluster.py $(ARGS)
 
 # One instance, 2,000 sockets, one client toggling a book as fast as it can: frames per
 # socket per second and /readyz latency, with BB_PUSH_INTERVAL_S 0 (baseline) and 0.05.

@@ -49,14 +49,14 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
-import redis.asyncio as aioredis  # noqa: E402
 from wsclient import probe, raise_nofile_limit, worker_main  # noqa: E402
 
+from service.config import Config  # noqa: E402
 from service.inventory import InventoryStore  # noqa: E402
 from service.inventory.catalog import Catalog  # noqa: E402
 from service.ops import probes, procs  # noqa: E402
 from service.ops.errors import OpsError  # noqa: E402
-from service.paths import DEFAULT_CATALOG  # noqa: E402
+from service.redis_connect import connect  # noqa: E402
 
 SKU = "internet"
 PATH = f"/cart/status?sku={SKU}"
@@ -100,10 +100,10 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)]
 
 
-def start_server(kind: str, port: int, redis_url: str, instance_id: str,
+def start_server(kind: str, port: int, redis_env: dict[str, str], instance_id: str,
                  log_path: Path) -> subprocess.Popen:
-    env = {"BB_REDIS_URL": redis_url, "BB_INSTANCE_ID": instance_id,
-           "BB_COOKIE_SECRET": COOKIE_SECRET}
+    """redis_env: the BB_* settings that lead to Redis (and, optionally, BB_CATALOG)."""
+    env = {**redis_env, "BB_INSTANCE_ID": instance_id, "BB_COOKIE_SECRET": COOKIE_SECRET}
     if kind == "ours":
         return procs.start_instance(port, env, log_path)
     script = HERE / "naive_server.py" if kind == "naive" else COMPARE[kind]
@@ -113,11 +113,14 @@ def start_server(kind: str, port: int, redis_url: str, instance_id: str,
                                 stderr=subprocess.STDOUT)
 
 
-async def make_changes(redis_url: str, count: int, spacing_s: float):
+async def make_changes(redis_env: dict[str, str], count: int, spacing_s: float):
     """K set_stock calls; returns (version before, epoch, {version: wall time of the call})."""
-    redis = aioredis.Redis.from_url(redis_url)
+    config = Config.from_env({**redis_env, "BB_COOKIE_SECRET": COOKIE_SECRET})
+    connection = connect(config)
     try:
-        store = InventoryStore(redis, Catalog.load(DEFAULT_CATALOG), 900)
+        await connection.check()
+        store = InventoryStore(connection.commands, Catalog.load(config.catalog_path), 900,
+                               nodes=connection.nodes)
         before = await store.snapshot(SKU)
         times: dict[int, float] = {}
         epoch = before.epoch
@@ -130,7 +133,7 @@ async def make_changes(redis_url: str, count: int, spacing_s: float):
                 await asyncio.sleep(spacing_s)
         return before.version, epoch, times
     finally:
-        await redis.aclose()
+        await connection.aclose()
 
 
 def recv_all(conns, kind: str, timeout_s: float) -> list:
@@ -159,7 +162,7 @@ def split(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
-def run_one(kind: str, n: int, args, redis_url: str, tmp: Path) -> dict:
+def run_one(kind: str, n: int, args, redis_env: dict[str, str], tmp: Path) -> dict:
     """One measurement: fresh app processes, N clients, K changes. Returns the figures."""
     log(f"--- {kind}: {n} clients over 2 instances, {args.workers} client workers")
     servers: list[subprocess.Popen] = []
@@ -171,7 +174,7 @@ def run_one(kind: str, n: int, args, redis_url: str, tmp: Path) -> dict:
         for i in range(2):
             port = probes.free_port()
             ports.append(port)
-            servers.append(start_server(kind, port, redis_url, f"{kind}-{i}",
+            servers.append(start_server(kind, port, redis_env, f"{kind}-{i}",
                                         tmp / f"{kind}-{n}-{i}-{time.time_ns() % 10**9}.log"))
         for port, proc in zip(ports, servers):
             probes.wait_until(lambda port=port: probes.is_ready(port), 30,
@@ -222,10 +225,10 @@ def run_one(kind: str, n: int, args, redis_url: str, tmp: Path) -> dict:
             f"{', '.join(f'{x:.1f}' for x in rss_per_socket)} KB/socket")
 
         spies = start_profilers(args, kind, n, servers, workers)
-        watched = [p.pid for p in servers] + [p.pid for p in workers] + [args.redis_pid]
+        watched = [p.pid for p in servers] + [p.pid for p in workers] + args.redis_pids
         cpu_before = [cpu_s(pid) for pid in watched]
         try:
-            v0, epoch, times = asyncio.run(make_changes(redis_url, args.changes, args.spacing))
+            v0, epoch, times = asyncio.run(make_changes(redis_env, args.changes, args.spacing))
         finally:
             for spy in spies:
                 try:
@@ -237,8 +240,10 @@ def run_one(kind: str, n: int, args, redis_url: str, tmp: Path) -> dict:
         cpu = [(a[0] - b[0], a[1] - b[1]) for a, b in zip(cpu_after, cpu_before)]
         per_change = lambda rows: (1000 * sum(u for u, _ in rows) / args.changes,  # noqa: E731
                                    1000 * sum(s for _, s in rows) / args.changes)
-        cpu_servers, cpu_clients = per_change(cpu[:2]), per_change(cpu[2:-1])
-        cpu_redis = per_change(cpu[-1:])
+        redis_nodes = len(args.redis_pids)
+        cpu_servers = per_change(cpu[:2])
+        cpu_clients = per_change(cpu[2:-redis_nodes])
+        cpu_redis = per_change(cpu[-redis_nodes:])
         log(f"CPU ms per change (user+sys): servers {cpu_servers[0]:.0f}+{cpu_servers[1]:.0f}, "
             f"clients {cpu_clients[0]:.0f}+{cpu_clients[1]:.0f}, "
             f"redis {cpu_redis[0]:.0f}+{cpu_redis[1]:.0f}")
@@ -480,12 +485,12 @@ def main(argv=None) -> int:
     try:
         redis_port = probes.free_port()
         redis_proc = procs.start_redis(redis_port, tmp / "redis", tmp / "redis.log")
-        redis_url = f"redis://127.0.0.1:{redis_port}/0"
-        args.redis_pid = redis_proc.pid
+        redis_env = {"BB_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0"}
+        args.redis_pids = [redis_proc.pid]
         for n in args.clients:
             kinds = ["ours"] + (["naive"] if args.baseline else []) + list(COMPARE)
             for kind in kinds:
-                rows.append(run_one(kind, n, args, redis_url, tmp))
+                rows.append(run_one(kind, n, args, redis_env, tmp))
         ok = True
     except (BenchError, OpsError) as exc:
         log(f"error: {exc} (logs in {tmp})")

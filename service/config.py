@@ -79,9 +79,9 @@ class Config:
         settings = cls(
             redis_url=redis_url,
             redis_password=redis_password,
-            redis_sentinels=_addresses(env, "BB_REDIS_SENTINELS",
+            redis_sentinels=node_addresses(env, "BB_REDIS_SENTINELS",
                                        "10.0.0.5:26379,10.0.0.6:26379,10.0.0.7:26379"),
-            redis_cluster=_addresses(env, "BB_REDIS_CLUSTER",
+            redis_cluster=node_addresses(env, "BB_REDIS_CLUSTER",
                                      "10.0.0.5:7000,10.0.0.6:7000,10.0.0.7:7000"),
             redis_service=_service_name(env.get("BB_REDIS_SERVICE") or cls.redis_service),
             redis_confirm_timeout_s=_number(env, "BB_REDIS_CONFIRM_TIMEOUT_S",
@@ -192,7 +192,7 @@ def _http_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def _addresses(env: Mapping[str, str], name: str, example: str) -> tuple[tuple[str, int], ...]:
+def node_addresses(env: Mapping[str, str], name: str, example: str) -> tuple[tuple[str, int], ...]:
     """A list of Redis nodes (BB_REDIS_SENTINELS, BB_REDIS_CLUSTER): host:port (or
     [v6]:port), comma-separated."""
     found = []

@@ -5,6 +5,8 @@ Limits on requests live in `service.web.limits`; timings of the search cache in
 Cluster can run each Lua script, which touches only one SKU, on a single node.
 """
 
+import zlib
+
 KEY_PREFIX = "bb"
 
 
@@ -76,11 +78,25 @@ def address_holds_key(address: str) -> str:
 ADDRESS_HOLDS_PATTERN = f"{KEY_PREFIX}:addr:*"
 
 
-# Sorted set: SKU -> the earliest expiry (ms) of its holds, or earlier. Lets the sweeper
-# visit only the books with holds due; kept beside the scripts (not inside them, as it
-# has no hash tag of the book's), so the sweeper's round-robin pass over the catalog
-# repairs what it may miss.
-HOLD_EXPIRIES_KEY = f"{KEY_PREFIX}:hold-expiries"
+# Sorted sets: SKU -> the earliest expiry (ms) of its holds, or earlier. Let the sweeper
+# visit only the books with holds due; kept beside the scripts (not inside them, as they
+# have no hash tag of the book's), so the sweeper's round-robin pass over the catalog
+# repairs what it may miss. Split into partitions, each under a tag of its own, so that on
+# a Redis Cluster every add's index write does not land on one shard: they spread over
+# the shards as the books do.
+HOLD_EXPIRY_PARTITIONS = 16
+
+
+def hold_expiries_key(partition: int) -> str:
+    return f"{KEY_PREFIX}:hold-expiries:{{{partition}}}"
+
+
+def hold_expiries_key_of(sku: str) -> str:
+    """The index partition a book's entry lives in (stable across processes)."""
+    return hold_expiries_key(zlib.crc32(sku.encode()) % HOLD_EXPIRY_PARTITIONS)
+
+
+HOLD_EXPIRIES_KEYS = [hold_expiries_key(n) for n in range(HOLD_EXPIRY_PARTITIONS)]
 
 
 # Search cache (tweets per second). One value per normalised query (by its sha256),

@@ -91,14 +91,40 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 2
 
 
+def _catalog_skus(layout: Any) -> list[str]:
+    """The SKUs of the catalog the local cluster serves (for `ctl status` and `move-book`)."""
+    from service.inventory.catalog import Catalog
+    from service.paths import DEFAULT_CATALOG
+    return list(Catalog.load(layout.catalog or DEFAULT_CATALOG).skus)
+
+
 def cmd_ctl(args: argparse.Namespace) -> int:
     from service.ops.ctl import run_ctl
     from service.ops.errors import OpsError
     try:
-        return run_ctl(Path(args.var_dir).resolve(), args.action, args.name, args.target)
+        return run_ctl(Path(args.var_dir).resolve(), args.action, args.name, args.target,
+                       books=_catalog_skus)
     except OpsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def cmd_redis_cluster_create(args: argparse.Namespace) -> int:
+    import os
+
+    from service.config import ConfigError, node_addresses, secret_setting
+    from service.ops.errors import OpsError
+    from service.ops.redis_cluster import create
+    example = "10.0.0.5:6379,10.0.0.6:6379,10.0.0.7:6379"
+    try:
+        primaries = node_addresses({"--primaries": args.primaries}, "--primaries", example)
+        replicas = node_addresses({"--replicas": args.replicas}, "--replicas", example)
+        password = secret_setting(os.environ, "BB_REDIS_PASSWORD") or None
+        create(primaries, replicas, password, out=lambda line: print(line, flush=True))
+    except (ConfigError, OpsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def cmd_upstream_sim(args: argparse.Namespace) -> int:
@@ -150,8 +176,8 @@ def cmd_redis_ha_files(args: argparse.Namespace) -> int:
 
 
 def register(commands: Any) -> None:
-    """Add `up`, `catalog`, `ctl`, `health-watch`, `secrets`, `redis-ha-files` and
-    `upstream-sim` to the command line."""
+    """Add `up`, `catalog`, `ctl`, `health-watch`, `secrets`, `redis-ha-files`,
+    `redis-cluster-create` and `upstream-sim` to the command line."""
     up = commands.add_parser("up", help="run the local cluster under supervisord: Redis, the "
                              "upstream simulator, N instances and nginx")
     up.add_argument("--instances", type=int, default=3, help="app instances (default 3)")
@@ -247,6 +273,15 @@ def register(commands: Any) -> None:
     ha_files.add_argument("--down-after-ms", type=bounded(int, 100, 600_000), default=5000,
                           help="the sentinels' down-after-milliseconds (default 5000)")
     ha_files.set_defaults(func=cmd_redis_ha_files)
+
+    cluster_create = commands.add_parser(
+        "redis-cluster-create", help="(compose's Cluster override) make empty cluster nodes "
+                                     "one Redis Cluster; nothing when they are one already")
+    cluster_create.add_argument("--primaries", required=True, metavar="HOST:PORT,…",
+                                help="the primaries, one per shard (slots split evenly)")
+    cluster_create.add_argument("--replicas", required=True, metavar="HOST:PORT,…",
+                                help="one replica per primary, in the same order")
+    cluster_create.set_defaults(func=cmd_redis_cluster_create)
 
     sim = commands.add_parser("upstream-sim", help="run the simulated upstream search API")
     sim.add_argument("--port", type=int, default=9000, help="port to listen on (default 9000)")

@@ -25,7 +25,8 @@ from service.inventory.snapshot import (
 )
 from service.redis_nodes import RedisNodes
 
-# the sweeper's fast path visits at most this many books with holds due per round
+# the sweeper's fast path visits at most this many books with holds due per round, per
+# partition of its index
 SWEEP_BATCH = 500
 # books the sweeper also visits each round, round robin over the catalog (the safety net
 # under the index): at 0.5 s a round, a 2,000-book catalog comes round every 20 s
@@ -157,7 +158,8 @@ class InventoryStore:
             await limit.settle(reservation, _text(row[8]), result.expires_at_ms)
         # The sweeper's index (see redis_keys), only once the hold exists: a refused add
         # changes nothing. It may only move earlier (LT).
-        await self.redis.zadd(redis_keys.HOLD_EXPIRIES_KEY, {sku: result.expires_at_ms}, lt=True)
+        await self.redis.zadd(redis_keys.hold_expiries_key_of(sku), {sku: result.expires_at_ms},
+                              lt=True)
         return result
 
     async def remove(self, sku: str, session_id: str) -> CartResult:
@@ -200,7 +202,7 @@ class InventoryStore:
                 args=self._args(sku, stock if stock is not None else self._catalog_stock(sku))))
         done = [row for row in rows if _text(row[0]) == "ok"]
         books, released = len(done), sum(int(row[8]) for row in done)
-        await self.redis.delete(redis_keys.HOLD_EXPIRIES_KEY)
+        await self.redis.delete(*redis_keys.HOLD_EXPIRIES_KEYS)
         await address_holds.forget_all(self.redis)  # whatever the cap of this process
         return books, released
 
@@ -214,8 +216,11 @@ class InventoryStore:
         the next slice of the catalog; publish their new counts. Returns how many holds
         expired."""
         now_ms = self.clock.now_ms()
-        due = [_text(sku) for sku in await self.redis.zrangebyscore(
-            redis_keys.HOLD_EXPIRIES_KEY, "-inf", now_ms, start=0, num=SWEEP_BATCH)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in redis_keys.HOLD_EXPIRIES_KEYS:
+                pipe.zrangebyscore(key, "-inf", now_ms, start=0, num=SWEEP_BATCH)
+            partitions = await pipe.execute()
+        due = [_text(sku) for partition in partitions for sku in partition]
         # every book due, this catalog's or not: the script works on any book Redis has
         expired = await self._sweep_books(due, exact=True)
         return expired + await self.sweep_next_slice()
@@ -246,10 +251,10 @@ class InventoryStore:
                 if next_expiry:
                     # exact: the book was due, its index entry is replaced; otherwise it
                     # may only move earlier (a concurrent add knows better)
-                    pipe.zadd(redis_keys.HOLD_EXPIRIES_KEY, {sku: int(next_expiry)},
+                    pipe.zadd(redis_keys.hold_expiries_key_of(sku), {sku: int(next_expiry)},
                               lt=not exact)
                 elif exact:
-                    pipe.zrem(redis_keys.HOLD_EXPIRIES_KEY, sku)
+                    pipe.zrem(redis_keys.hold_expiries_key_of(sku), sku)
                     emptied.append(sku)
             await pipe.execute()
         if emptied:
@@ -260,8 +265,8 @@ class InventoryStore:
                 for sku, (_, next_expiry, _) in zip(emptied,
                                                     await self._sweep_scripts(emptied)):
                     if next_expiry:
-                        pipe.zadd(redis_keys.HOLD_EXPIRIES_KEY, {sku: int(next_expiry)},
-                                  lt=True)
+                        pipe.zadd(redis_keys.hold_expiries_key_of(sku),
+                                  {sku: int(next_expiry)}, lt=True)
                 await pipe.execute()
         return sum(int(expired) for expired, _, _ in rows)
 

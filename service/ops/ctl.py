@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import time
 import xmlrpc.client
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from service.ops import redis_cluster, redis_ha
+from service.ops import cluster_slots, redis_ha
 from service.ops.bridge import bridged
 from service.ops.errors import OpsError
 from service.ops.layout import Layout
@@ -31,7 +31,9 @@ class Controller:
         self.rpc = supervisor(layout)
         self.out = out
 
-    def status(self) -> list[str]:
+    def status(self, books: Sequence[str] = ()) -> list[str]:
+        """Every process; on a Redis Cluster also every shard, with which of `books`
+        (the catalog's SKUs) live there."""
         rows = [f"{'NAME':<22} {'STATE':<9} {'PID':>7}  {'PORT':>5}  READY / ROLE"]
         ports = self.layout.all_ports()
         for name, info in process_states(self.layout).items():
@@ -45,7 +47,7 @@ class Controller:
             rows.append(f"{name:<22} {info['statename']:<9} {info['pid'] or '-':>7}  "
                         f"{port or '':>5}  {ready}")
         if self.layout.redis_shards:
-            rows += ["", *redis_cluster.status_lines(self.layout)]
+            rows += ["", *cluster_slots.status_lines(self.layout, books)]
         return rows
 
     def _known(self, name: str) -> None:
@@ -106,12 +108,15 @@ class Controller:
         self.out(f"all {len(names)} instances restarted")
 
 
-def run_ctl(var_dir: Path, action: str, name: str | None, extra: str | None = None) -> int:
-    """Do `action` to the cluster `up` started from var_dir; raises OpsError."""
+def run_ctl(var_dir: Path, action: str, name: str | None, extra: str | None = None,
+            books: Callable[[Layout], Sequence[str]] = lambda layout: ()) -> int:
+    """Do `action` to the cluster `up` started from var_dir; raises OpsError. `books`
+    reads the SKUs of the cluster's catalog (the app's catalog code, which ops does not
+    import)."""
     layout = Layout.load(var_dir)
     controller = Controller(layout, out=lambda line: print(line, flush=True))
     if action == "status":
-        print("\n".join(controller.status()))
+        print("\n".join(controller.status(books(layout))))
     elif action == "restart-all":
         controller.restart_all()
     elif action == "scale":
@@ -119,7 +124,8 @@ def run_ctl(var_dir: Path, action: str, name: str | None, extra: str | None = No
     elif action == "move-book":
         if not name or not extra:
             raise OpsError("usage: ctl move-book SKU NODE, e.g. `ctl move-book internet redis-2`")
-        redis_cluster.move_book(layout, name, extra, out=lambda line: print(line, flush=True))
+        cluster_slots.move_book(layout, books(layout), name, extra,
+                                out=lambda line: print(line, flush=True))
     elif action == "failover":
         print("asking the sentinels for a planned failover…", flush=True)
         print(f"{redis_ha.failover(layout)} is the primary now")

@@ -18,7 +18,6 @@ meets the first, and each replica replicates its primary (CLUSTER REPLICATE).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import time
 from collections.abc import Callable, Sequence
@@ -26,17 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from redis.crc import key_slot
 
-from service import redis_keys
-from service.inventory.catalog import Catalog
 from service.ops.errors import OpsError
 from service.ops.files import write_whole
-from service.ops.layout import Layout
+from service.ops.layout import CLUSTER_BUS_OFFSET, Layout
+from service.ops.probes import free_port, port_is_free
 from service.ops.procs import REDIS_CONF
 from service.ops.redis_ha import MIN_REPLICAS_MAX_LAG_S, MIN_REPLICAS_TO_WRITE
 from service.ops.secrets import REDIS_AUTH_CONF
-from service.paths import DEFAULT_CATALOG
 
 SLOTS = 16384
 # a primary silent this long is failed over by its replica (Redis's default is 15 s)
@@ -90,13 +86,21 @@ def create_local(layout: Layout, out: Callable[[str], None] = print) -> bool:
     return create(nodes[0::2], nodes[1::2], layout.redis_password(), out)
 
 
+def free_node_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too."""
+    while True:
+        port = free_port()
+        if port + CLUSTER_BUS_OFFSET <= 65535 and port_is_free(port + CLUSTER_BUS_OFFSET):
+            return port
+
+
 def slot_split(shards: int) -> list[tuple[int, int]]:
     """Shard i's first and last slot: the 16384 slots in `shards` even ranges."""
     edges = [SLOTS * i // shards for i in range(shards + 1)]
     return [(edges[i], edges[i + 1] - 1) for i in range(shards)]
 
 
-def _client(address: Address, password: str | None) -> redis.Redis:
+def node_client(address: Address, password: str | None) -> redis.Redis:
     return redis.Redis(host=address[0], port=address[1], password=password,
                        socket_timeout=5, socket_connect_timeout=2, decode_responses=True)
 
@@ -110,7 +114,7 @@ def create(primaries: Sequence[Address], replicas: Sequence[Address], password: 
         raise OpsError("a cluster needs one replica per primary, and at least one primary")
     nodes = [*primaries, *replicas]
     deadline = time.monotonic() + timeout_s
-    clients = [_client(address, password) for address in nodes]
+    clients = [node_client(address, password) for address in nodes]
     try:
         _wait(lambda: all(_answers(client) for client in clients), deadline,
               "every node answers")
@@ -118,26 +122,26 @@ def create(primaries: Sequence[Address], replicas: Sequence[Address], password: 
         if not all(known):
             bad = [f"{h}:{p}" for (h, p), on in zip(nodes, known) if not on]
             raise OpsError(f"not started with cluster-enabled yes: {', '.join(bad)}")
-        if _cluster_info(clients[0])["cluster_state"] == "ok":
+        if cluster_info(clients[0])["cluster_state"] == "ok":
             out("the Redis Cluster exists already")
             return False
         if any(_slots_assigned(client) for client in clients):
             raise OpsError("the nodes hold slots but form no working cluster: repair it with "
                            "`redis-cli --cluster fix`, or start from empty nodes")
         for client, (first, last) in zip(clients, slot_split(len(primaries))):
-            _command(client, "CLUSTER", "ADDSLOTSRANGE", first, last)
+            command(client, "CLUSTER", "ADDSLOTSRANGE", first, last)
         for epoch, client in enumerate(clients[:len(primaries)], start=1):
-            _command(client, "CLUSTER", "SET-CONFIG-EPOCH", epoch)
+            command(client, "CLUSTER", "SET-CONFIG-EPOCH", epoch)
         for host, port in nodes[1:]:
-            _command(clients[0], "CLUSTER", "MEET", host, port)
+            command(clients[0], "CLUSTER", "MEET", host, port)
         _wait(lambda: all(len(_node_lines(client)) == len(nodes) for client in clients),
               deadline, "every node knows every other")
         for replica, primary in zip(clients[len(primaries):], clients):
-            primary_id = _command(primary, "CLUSTER", "MYID")
+            primary_id = command(primary, "CLUSTER", "MYID")
             # the replica may not have heard of its primary yet: ask until it has
             _wait(functools.partial(_replicate, replica, primary_id), deadline,
                   "each replica follows its primary")
-        _wait(lambda: all(_cluster_info(c)["cluster_state"] == "ok" for c in clients),
+        _wait(lambda: all(cluster_info(c)["cluster_state"] == "ok" for c in clients),
               deadline, "the cluster state is ok on every node")
         # min-replicas-to-write: a primary takes writes once its replica is online
         _wait(lambda: all(_replica_online(c) for c in clients[:len(primaries)]), deadline,
@@ -150,7 +154,7 @@ def create(primaries: Sequence[Address], replicas: Sequence[Address], password: 
             client.close()
 
 
-def _command(client: redis.Redis, *args: Any) -> Any:
+def command(client: redis.Redis, *args: Any) -> Any:
     return client.execute_command(*args)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
 
 
@@ -162,11 +166,11 @@ def _answers(client: redis.Redis) -> bool:
 
 
 def _slots_assigned(client: redis.Redis) -> int:
-    return int(_cluster_info(client)["cluster_slots_assigned"])
+    return int(cluster_info(client)["cluster_slots_assigned"])
 
 
-def _cluster_info(client: redis.Redis) -> dict[str, str]:
-    text = str(_command(client, "CLUSTER", "INFO"))
+def cluster_info(client: redis.Redis) -> dict[str, str]:
+    text = str(command(client, "CLUSTER", "INFO"))
     return dict(line.split(":", 1) for line in text.split() if ":" in line)
 
 
@@ -177,13 +181,13 @@ def _replica_online(primary: redis.Redis) -> bool:
 
 
 def _node_lines(client: redis.Redis) -> list[str]:
-    text = _command(client, "CLUSTER", "NODES")
+    text = command(client, "CLUSTER", "NODES")
     return [line for line in str(text).splitlines() if line and "handshake" not in line]
 
 
 def _replicate(replica: redis.Redis, primary_id: str) -> bool:
     try:
-        _command(replica, "CLUSTER", "REPLICATE", primary_id)
+        command(replica, "CLUSTER", "REPLICATE", primary_id)
         return True
     except redis.ResponseError as exc:
         if "Unknown node" in str(exc):
@@ -196,139 +200,3 @@ def _wait(done: Callable[[], bool], deadline: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise OpsError(f"creating the Redis Cluster: gave up waiting until {what}")
         time.sleep(0.1)
-
-
-@dataclasses.dataclass
-class Shard:
-    primary: str  # host:port, or "-" while it has none
-    replicas: list[str]  # "host:port (health)"
-    slots: list[tuple[int, int]]
-    books: list[str]
-
-
-def shards(seed: Address, password: str | None, books: Sequence[str] = ()) -> list[Shard]:
-    """Every shard as the cluster sees it now (CLUSTER SHARDS): its primary, replicas
-    (with their health), slot ranges, and which of `books` live there."""
-    with _client(seed, password) as client:
-        answer = _command(client, "CLUSTER", "SHARDS")
-    result = []
-    for raw in answer:
-        shard = _pairs(raw)
-        slots = [int(slot) for slot in shard["slots"]]
-        ranges = list(zip(slots[0::2], slots[1::2]))
-        nodes = [_pairs(node) for node in shard["nodes"]]
-        primary = next((n for n in nodes if n["role"] == "master"), None)
-        result.append(Shard(
-            primary=f"{primary['ip']}:{primary['port']}" if primary else "-",
-            replicas=[f"{n['ip']}:{n['port']} ({n['health']})" for n in nodes
-                      if n["role"] != "master"],
-            slots=ranges,
-            books=[book for book in books
-                   if any(a <= key_slot(redis_keys.stock_key(book).encode()) <= b
-                          for a, b in ranges)]))
-    return sorted(result, key=lambda shard: shard.slots or [(SLOTS, SLOTS)])
-
-
-def _pairs(flat: Any) -> dict[str, Any]:
-    """CLUSTER SHARDS answers maps as flat lists in RESP2."""
-    if isinstance(flat, dict):
-        return {str(key): value for key, value in flat.items()}
-    return {_text(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def slot_of(key: str) -> int:
-    return int(key_slot(key.encode()))
-
-
-def move_slot(slot: int, source: Address, target: Address, password: str | None,
-              others: Sequence[Address] = (), out: Callable[[str], None] = print,
-              batch: int = 100) -> int:
-    """Move one hash slot from the primary `source` to the primary `target` the way
-    Redis documents it (what `redis-cli --cluster reshard` does per slot): the target
-    IMPORTING, the source MIGRATING, every key sent with MIGRATE (clients meanwhile get
-    ASK for the keys already moved, or TRYAGAIN for a command whose keys are split),
-    then the slot given to the target on both and on `others` (the other primaries).
-    Returns the number of keys moved."""
-    with _client(source, password) as src, _client(target, password) as dst:
-        source_id, target_id = _command(src, "CLUSTER", "MYID"), _command(dst, "CLUSTER", "MYID")
-        if source_id == target_id:
-            raise OpsError("the slot is on that node already")
-        _command(dst, "CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
-        _command(src, "CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
-        auth = ["AUTH", password] if password else []
-        moved = 0
-        while keys := _command(src, "CLUSTER", "GETKEYSINSLOT", slot, batch):
-            _command(src, "MIGRATE", target[0], target[1], "", 0, 5000, *auth, "KEYS", *keys)
-            moved += len(keys)
-        for address in [target, source, *others]:
-            with _client(address, password) as node:
-                _command(node, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
-    out(f"slot {slot}: {moved} key(s) moved from {source[0]}:{source[1]} to "
-        f"{target[0]}:{target[1]}")
-    return moved
-
-
-def move_book(layout: Layout, sku: str, node: str, out: Callable[[str], None] = print) -> None:
-    """`ctl move-book SKU NODE`: move the book's slot to the primary NODE (a process
-    name, e.g. redis-2)."""
-    if node not in layout.redis_nodes or not layout.redis_shards:
-        raise OpsError(f"no cluster node named {node!r}; known: {', '.join(layout.redis_nodes)}"
-                       if layout.redis_shards else
-                       "`ctl move-book` needs a cluster started with `up --redis-cluster`")
-    catalog = Catalog.load(layout.catalog or DEFAULT_CATALOG)
-    if sku not in catalog:
-        raise OpsError(f"unknown SKU {sku!r}; `ctl status` lists the books of each shard")
-    password = layout.redis_password()
-    target = ("127.0.0.1", layout.redis_nodes[node])
-    with _client(target, password) as client:
-        if client.info("replication")["role"] != "master":
-            raise OpsError(f"{node} is a replica now: name a primary (`ctl status`)")
-    slot = slot_of(redis_keys.stock_key(sku))
-    found = shards(target, password)
-    owner = next((shard for shard in found if any(a <= slot <= b for a, b in shard.slots)),
-                 None)
-    if owner is None or owner.primary == "-":
-        raise OpsError(f"slot {slot} has no primary now; see `ctl status`")
-    source = _address(owner.primary)
-    if source == target:
-        raise OpsError(f"{sku} lives on {node} already")
-    others = [_address(shard.primary) for shard in found
-              if shard.primary not in ("-", owner.primary) and _address(shard.primary) != target]
-    out(f"moving {sku} (slot {slot}) to {node}…")
-    move_slot(slot, source, target, password, others, out)
-
-
-def _address(name: str) -> Address:
-    host, _, port = name.rpartition(":")
-    return host, int(port)
-
-
-# `ctl status` names this many books per shard (a generated catalog has thousands)
-BOOKS_SHOWN = 4
-
-
-def status_lines(layout: Layout) -> list[str]:
-    """`ctl status`'s view of the cluster: each shard's slots, nodes and books."""
-    catalog = Catalog.load(layout.catalog or DEFAULT_CATALOG)
-    seeds = [("127.0.0.1", port) for port in layout.redis_nodes.values()]
-    for seed in seeds:
-        try:
-            found = shards(seed, layout.redis_password(), catalog.skus)
-            break
-        except (redis.RedisError, OSError):
-            continue
-    else:
-        return ["Redis Cluster: no node answers (see var/log/redis-*.log)"]
-    lines = [f"{'SHARD':<6} {'SLOTS':<20} {'PRIMARY':<16} {'REPLICAS':<28} BOOKS"]
-    for number, shard in enumerate(found, start=1):
-        slots = ",".join(f"{a}-{b}" if b > a else f"{a}" for a, b in shard.slots) or "none"
-        books = shard.books
-        shown = ", ".join(books[:BOOKS_SHOWN]) + (f" … ({len(books)} in all)"
-                                                   if len(books) > BOOKS_SHOWN else "")
-        lines.append(f"{number:<6} {slots:<20} {shard.primary:<16} "
-                     f"{', '.join(shard.replicas) or '-':<28} {shown or '-'}")
-    return lines

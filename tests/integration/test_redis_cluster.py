@@ -8,6 +8,7 @@ primary and a replica) and real app processes."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ import time
 import pytest
 
 from service import redis_keys as keys
-from service.ops.redis_cluster import move_slot, slot_of
+from service.ops.cluster_slots import move_slot, slot_of
 from service.paths import ROOT
 from service.web import sessions
 from support.redis_cluster import LocalRedisCluster
@@ -93,7 +94,7 @@ class Shoppers:
     def longest_gap_s(self, since: float, until: float) -> float:
         """The longest time without a 200 between `since` and `until`."""
         marks = [since, *[t for t in self.ok_at if since < t < until], until]
-        return max(b - a for a, b in zip(marks, marks[1:]))
+        return max(b - a for a, b in itertools.pairwise(marks))
 
     def check_against(self, cluster, redis) -> int:
         """Every acknowledged state is Redis's; returns the book's count there."""

@@ -12,17 +12,10 @@ import redis as redis_sync
 from redis.cluster import ClusterNode, RedisCluster
 
 from service import redis_keys
-from service.ops import probes, procs
-from service.ops.redis_cluster import create, node_conf, shards
+from service.ops import procs
+from service.ops.cluster_slots import shards
+from service.ops.redis_cluster import create, free_node_port, node_conf
 from service.ops.secrets import ensure_secrets
-
-
-def free_node_port() -> int:
-    """A free port whose cluster bus port (port + 10000) is free too."""
-    while True:
-        port = probes.free_port()
-        if port + 10000 <= 65535 and probes.port_is_free(port + 10000):
-            return port
 
 
 class LocalRedisCluster:

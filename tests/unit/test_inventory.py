@@ -162,21 +162,23 @@ async def test_the_sweeper_visits_only_books_with_holds_due(redis):
     store = InventoryStore(redis, Catalog.load(DEFAULT_CATALOG), hold_ttl_s=0.05)
     await store.seed()
     await store.add("internet", "alice")
-    assert await redis.zrange(keys.HOLD_EXPIRIES_KEY, 0, -1) == [b"internet"]
+    index = keys.hold_expiries_key_of("internet")
+    assert await redis.zrange(index, 0, -1) == [b"internet"]
+    assert sum([await redis.zcard(key) for key in keys.HOLD_EXPIRIES_KEYS]) == 1
     # the index says "due" when the hold expires
     expiry_ms = await redis.zscore(keys.holds_key("internet"), "alice")
-    assert await redis.zscore(keys.HOLD_EXPIRIES_KEY, "internet") == expiry_ms
+    assert await redis.zscore(index, "internet") == expiry_ms
     seconds, micros = await redis.time()
     await asyncio.sleep(max(0.0, expiry_ms - (seconds * 1000 + micros / 1000)) / 1000 + 0.01)
     store.clock.observe(0)  # (no reply since: the local clock stands in)
     assert await store.sweep() == 1
-    assert await redis.zcard(keys.HOLD_EXPIRIES_KEY) == 0  # nothing left to watch
+    assert await redis.zcard(index) == 0  # nothing left to watch
     # a hold whose index entry was lost is found by the full sweep
     await store.add("redis", "bob")
-    await redis.delete(keys.HOLD_EXPIRIES_KEY)
+    await redis.delete(keys.hold_expiries_key_of("redis"))
     assert await store.sweep() == 0
     assert await store.sweep_all() == 0
-    assert await redis.zrange(keys.HOLD_EXPIRIES_KEY, 0, -1) == [b"redis"]
+    assert await redis.zrange(keys.hold_expiries_key_of("redis"), 0, -1) == [b"redis"]
 
 
 async def test_per_book_keeps_the_order_of_the_books_across_pipelines(redis):
