@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from service import redis_keys
 from service.inventory import address_holds, scripts
@@ -25,12 +27,25 @@ from service.inventory.snapshot import (
 )
 from service.redis_nodes import RedisNodes
 
+log = logging.getLogger(__name__)
+
 # the sweeper's fast path visits at most this many books with holds due per round, per
 # partition of its index
 SWEEP_BATCH = 500
 # books the sweeper also visits each round, round robin over the catalog (the safety net
 # under the index): at 0.5 s a round, a 2,000-book catalog comes round every 20 s
 SLICE_BOOKS = 50
+
+
+async def _after_change(step: Awaitable[Any], what: str) -> None:
+    """Bookkeeping after a change that is made, under other hash tags (on a Redis Cluster
+    maybe on a shard failing over now): its failure must not turn the change's answer
+    into an error (nothing changed, the client would think). `what` names its safety net."""
+    try:
+        await step
+    except RedisError as exc:
+        log.warning("%s failed after the change was made: %s: %s", what,
+                    type(exc).__name__, exc)
 
 
 def _text(value: Any) -> str:
@@ -155,11 +170,14 @@ class InventoryStore:
                 await limit.release(reservation)
             raise
         if limit and reservation:
-            await limit.settle(reservation, _text(row[8]), result.expires_at_ms)
+            await _after_change(limit.settle(reservation, _text(row[8]), result.expires_at_ms),
+                                "settling the address's count (its reservation keeps the "
+                                "place until the hold time)")
         # The sweeper's index (see redis_keys), only once the hold exists: a refused add
         # changes nothing. It may only move earlier (LT).
-        await self.redis.zadd(redis_keys.hold_expiries_key_of(sku), {sku: result.expires_at_ms},
-                              lt=True)
+        await _after_change(self.redis.zadd(redis_keys.hold_expiries_key_of(sku),
+                                            {sku: result.expires_at_ms}, lt=True),
+                            "indexing the hold's expiry (the sweeper's slices find it)")
         return result
 
     async def remove(self, sku: str, session_id: str) -> CartResult:
@@ -168,7 +186,9 @@ class InventoryStore:
                                  self._args(sku, session_id))
         result = self._result(sku, row)
         if self.address_holds is not None:
-            await self.address_holds.released(_text(row[8]), sku, session_id)
+            await _after_change(self.address_holds.released(_text(row[8]), sku, session_id),
+                                "releasing the address's count (its entry expires with the "
+                                "hold time)")
         return result
 
     async def set_stock(self, sku: str, stock: int) -> Snapshot:
