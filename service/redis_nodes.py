@@ -14,18 +14,22 @@ the map was read, or is moving now) is sent again through `router`, which follow
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import AskError, ClusterDownError, RedisError, TryAgainError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 # Replies that mean "not on this node, not now": MOVED (a subclass of AskError), ASK,
 # TRYAGAIN (a multi-key command while the slot's keys are split by a migration) and
 # CLUSTERDOWN. None of them ran the command.
 REDIRECTIONS = (AskError, TryAgainError, ClusterDownError)
+
+T = TypeVar("T")
 
 # a cluster's slot map is read again at most this often when node clients meet errors
 REFRESH_INTERVAL_S = 0.5
@@ -62,6 +66,19 @@ class RedisNodes:
 
     def primaries(self) -> list[str]:
         return [""]
+
+    async def on_node_of(self, key: str, call: Callable[[Any], Awaitable[T]]) -> T:
+        """`call(client)` with the plain client of the key's node; sent again through
+        `router` when it meets a redirection. (redis-py's cluster client closes every
+        connection it has when one node fails, so a command of a healthy shard in
+        flight through it just then fails too; a node's own client is left alone.)"""
+        try:
+            return await call(self.client(self.name_of(key)))
+        except REDIRECTIONS:
+            return await call(self.router)
+        except (RedisConnectionError, RedisTimeoutError):
+            await self.refresh()  # the node may be gone: the next call asks again
+            raise
 
     def subscribe_batches(self, channels: Sequence[str]) -> list[Sequence[str]]:
         """The channels in groups that one SSUBSCRIBE may take."""

@@ -26,6 +26,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from service import redis_keys
+from service.redis_nodes import RedisNodes
 
 # KEYS[1] the address's key; ARGV[1] "<sku> <session>", ARGV[2] the cap, ARGV[3] the
 # provisional expiry (hold ttl, ms), ARGV[4] the key's own lifetime (ms).
@@ -71,14 +72,15 @@ class Reservation:
 class AddressHolds:
     """The per-address count of holds (see the module's docstring)."""
 
-    def __init__(self, redis: aioredis.Redis, cap: int, hold_ttl_ms: int, hold_max_ms: int):
-        self.redis = redis
+    def __init__(self, nodes: RedisNodes, cap: int, hold_ttl_ms: int, hold_max_ms: int):
+        # each step on the node that owns the address's key (RedisNodes.on_node_of)
+        self.nodes = nodes
         self.cap = cap
         self.hold_ttl_ms = hold_ttl_ms
         # no hold outlives this, so neither need the key that counts it
         self.key_lifetime_ms = hold_max_ms + 60_000
-        self._reserve = redis.register_script(RESERVE)
-        self._settle = redis.register_script(SETTLE)
+        self._reserve = nodes.router.register_script(RESERVE)
+        self._settle = nodes.router.register_script(SETTLE)
 
     @staticmethod
     def entry(sku: str, session_id: str) -> str:
@@ -87,9 +89,10 @@ class AddressHolds:
     async def reserve(self, address: str, sku: str, session_id: str) -> Reservation:
         """A place for one more hold of `address`; raises TooManyHolds."""
         entry = self.entry(sku, session_id)
-        row: Any = await self._reserve(keys=[redis_keys.address_holds_key(address)],
-                                       args=[entry, self.cap, self.hold_ttl_ms,
-                                             self.key_lifetime_ms])
+        key = redis_keys.address_holds_key(address)
+        row: Any = await self.nodes.on_node_of(key, lambda client: self._reserve(
+            keys=[key], args=[entry, self.cap, self.hold_ttl_ms, self.key_lifetime_ms],
+            client=client))
         status = row[0].decode() if isinstance(row[0], bytes) else str(row[0])
         if status == "full":
             raise TooManyHolds(self.cap, int(row[1]))
@@ -100,20 +103,24 @@ class AddressHolds:
         if holder != reservation.address:
             await self.release(reservation)
         if holder:  # a hold made before addresses were counted counts against none
-            await self._settle(keys=[redis_keys.address_holds_key(holder)],
-                               args=[reservation.entry, expires_at_ms, self.key_lifetime_ms])
+            key = redis_keys.address_holds_key(holder)
+            await self.nodes.on_node_of(key, lambda client: self._settle(
+                keys=[key], args=[reservation.entry, expires_at_ms, self.key_lifetime_ms],
+                client=client))
 
     async def release(self, reservation: Reservation) -> None:
         """Give back a reservation the book refused (only one this add made)."""
         if reservation.new:
-            await self.redis.zrem(redis_keys.address_holds_key(reservation.address),
-                                  reservation.entry)
+            await self._forget(reservation.address, reservation.entry)
 
     async def released(self, holder: str, sku: str, session_id: str) -> None:
         """The hold was removed: its address may hold another."""
         if holder:
-            await self.redis.zrem(redis_keys.address_holds_key(holder),
-                                  self.entry(sku, session_id))
+            await self._forget(holder, self.entry(sku, session_id))
+
+    async def _forget(self, address: str, entry: str) -> None:
+        key = redis_keys.address_holds_key(address)
+        await self.nodes.on_node_of(key, lambda client: client.zrem(key, entry))
 
 
 

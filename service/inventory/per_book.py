@@ -32,15 +32,22 @@ def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
 async def per_book(nodes: RedisNodes, skus: Sequence[str], queue: Queue,
                    size: int = CHUNK) -> list[Any]:
     """The reply of each book's command, in the order of `skus`."""
-    replies: list[Any] = [None] * len(skus)
+    return await per_key(nodes, skus, redis_keys.stock_key, queue, size)
+
+
+async def per_key(nodes: RedisNodes, items: Sequence[str], key_of: Callable[[str], str],
+                  queue: Queue, size: int = CHUNK) -> list[Any]:
+    """The same for commands on another key of each item than its book's (`key_of`
+    gives it; an index partition, say): each goes to the node that owns that key."""
+    replies: list[Any] = [None] * len(items)
     redirected = []
-    groups = nodes.group([redis_keys.stock_key(sku) for sku in skus])
+    groups = nodes.group([key_of(item) for item in items])
     for name, positions in groups.items():
         for part in chunks(positions, size):
             try:
                 async with nodes.client(name).pipeline(transaction=False) as pipe:
                     for position in part:
-                        queued = queue(pipe, skus[position])
+                        queued = queue(pipe, items[position])
                         if inspect.iscoroutine(queued):  # a script: it checks its SHA first
                             await queued
                     results = await pipe.execute(raise_on_error=False)
@@ -57,5 +64,5 @@ async def per_book(nodes: RedisNodes, skus: Sequence[str], queue: Queue,
     # A slot that moved since the map was read, or is moving: the cluster client follows
     # the redirection (and reads the slot map again), one book at a time.
     for position in redirected:
-        replies[position] = await queue(nodes.router, skus[position])
+        replies[position] = await queue(nodes.router, items[position])
     return replies

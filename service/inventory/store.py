@@ -15,7 +15,7 @@ from service.inventory import address_holds, scripts
 from service.inventory.address_holds import AddressHolds
 from service.inventory.catalog import Catalog
 from service.inventory.clock import RedisClock
-from service.inventory.per_book import chunks, per_book
+from service.inventory.per_book import per_book
 from service.inventory.replication import NotConfirmed, ReplicaConfirm
 from service.inventory.snapshot import (
     CartResult,
@@ -25,16 +25,10 @@ from service.inventory.snapshot import (
     StockBelowHolds,
     UnknownSku,
 )
+from service.inventory.sweeper import HoldSweeper
 from service.redis_nodes import RedisNodes
 
 log = logging.getLogger(__name__)
-
-# the sweeper's fast path visits at most this many books with holds due per round, per
-# partition of its index
-SWEEP_BATCH = 500
-# books the sweeper also visits each round, round robin over the catalog (the safety net
-# under the index): at 0.5 s a round, a 2,000-book catalog comes round every 20 s
-SLICE_BOOKS = 50
 
 
 async def _after_change(step: Awaitable[Any], what: str) -> None:
@@ -67,19 +61,19 @@ class InventoryStore:
         self.hold_ttl_ms = int(hold_ttl_s * 1000)
         self.hold_max_ms = int(hold_max_s * 1000)
         # None: no cap per address (0 in BB_MAX_HOLDS_PER_ADDRESS)
-        self.address_holds = AddressHolds(redis, max_holds_per_address, self.hold_ttl_ms,
+        self.address_holds = AddressHolds(self.nodes, max_holds_per_address, self.hold_ttl_ms,
                                           self.hold_max_ms) if max_holds_per_address else None
         self.clock = clock or RedisClock()
         # Sentinel and Cluster mode: a cart change waits for a replica (replication.py)
         self.confirm = confirm
-        self._slice_start = 0  # where the sweeper's next slice of the catalog begins
         self._add = redis.register_script(scripts.ADD)
         self._remove = redis.register_script(scripts.REMOVE)
         self._set_stock = redis.register_script(scripts.SET_STOCK)
         self._reset = redis.register_script(scripts.RESET)
-        self._sweep = redis.register_script(scripts.SWEEP)
         self._seed = redis.register_script(scripts.SEED)
         self._read = redis.register_script(scripts.READ)
+        self.sweeper = HoldSweeper(self.nodes, catalog, self.clock,
+                                   redis.register_script(scripts.SWEEP))
 
     async def _change(self, script: Any, keys: list[str], args: list[str | int]) -> Any:
         """A cart change's script; with replication, confirmed by a replica (or raises
@@ -131,7 +125,8 @@ class InventoryStore:
                 for sku, r in zip(self.catalog.skus, rows)]
 
     async def in_cart(self, sku: str, session_id: str) -> bool:
-        score = await self.redis.zscore(redis_keys.holds_key(self._known(sku)), session_id)
+        key = redis_keys.holds_key(self._known(sku))
+        score = await self.nodes.on_node_of(key, lambda client: client.zscore(key, session_id))
         return score is not None
 
     async def holds_of(self, session_id: str) -> list[Hold]:
@@ -175,8 +170,7 @@ class InventoryStore:
                                 "place until the hold time)")
         # The sweeper's index (see redis_keys), only once the hold exists: a refused add
         # changes nothing. It may only move earlier (LT).
-        await _after_change(self.redis.zadd(redis_keys.hold_expiries_key_of(sku),
-                                            {sku: result.expires_at_ms}, lt=True),
+        await _after_change(self.sweeper.index(sku, result.expires_at_ms),
                             "indexing the hold's expiry (the sweeper's slices find it)")
         return result
 
@@ -232,69 +226,9 @@ class InventoryStore:
         return book.stock if book is not None else -1
 
     async def sweep(self) -> int:
-        """Drop the expired holds of the books whose holds are due (the index), and of
-        the next slice of the catalog; publish their new counts. Returns how many holds
-        expired."""
-        now_ms = self.clock.now_ms()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for key in redis_keys.HOLD_EXPIRIES_KEYS:
-                pipe.zrangebyscore(key, "-inf", now_ms, start=0, num=SWEEP_BATCH)
-            partitions = await pipe.execute()
-        due = [_text(sku) for partition in partitions for sku in partition]
-        # every book due, this catalog's or not: the script works on any book Redis has
-        expired = await self._sweep_books(due, exact=True)
-        return expired + await self.sweep_next_slice()
-
-    async def sweep_next_slice(self, books: int = SLICE_BOOKS) -> int:
-        """Sweep the next `books` of the catalog, round robin: the safety net under the
-        index (a hold whose index entry was lost, by an instance that died between the
-        two, expires within one round of the catalog). A slice per sweep keeps the cost
-        even: a whole catalog at once would stall the instance and Redis for a moment."""
-        skus = self.catalog.skus
-        start = self._slice_start % len(skus)
-        group = skus[start:start + books]
-        self._slice_start = start + len(group)
-        return await self._sweep_books(group, exact=False)
+        """Drop expired holds (service/inventory/sweeper.py); returns how many expired."""
+        return await self.sweeper.sweep()
 
     async def sweep_all(self) -> int:
         """Sweep every book of the catalog now (tests and tools)."""
-        return sum([await self._sweep_books(group, exact=False)
-                    for group in chunks(self.catalog.skus)])
-
-    async def _sweep_books(self, skus: Sequence[str], exact: bool) -> int:
-        if not skus:
-            return 0
-        rows = await self._sweep_scripts(skus)
-        emptied = []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for sku, (_, next_expiry, _) in zip(skus, rows):
-                if next_expiry:
-                    # exact: the book was due, its index entry is replaced; otherwise it
-                    # may only move earlier (a concurrent add knows better)
-                    pipe.zadd(redis_keys.hold_expiries_key_of(sku), {sku: int(next_expiry)},
-                              lt=not exact)
-                elif exact:
-                    pipe.zrem(redis_keys.hold_expiries_key_of(sku), sku)
-                    emptied.append(sku)
-            await pipe.execute()
-        if emptied:
-            # An add between our sweep and the ZREM would be unindexed now. Looking again
-            # after the ZREM closes that: a hold added before this look is seen here, and
-            # one added after it is indexed by its own add (ZADD LT on a missing entry).
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for sku, (_, next_expiry, _) in zip(emptied,
-                                                    await self._sweep_scripts(emptied)):
-                    if next_expiry:
-                        pipe.zadd(redis_keys.hold_expiries_key_of(sku),
-                                  {sku: int(next_expiry)}, lt=True)
-                await pipe.execute()
-        return sum(int(expired) for expired, _, _ in rows)
-
-    async def _sweep_scripts(self, skus: Sequence[str]) -> list[Any]:
-        """The SWEEP script's {expired, next expiry, Redis time} of every book; learns
-        Redis's time."""
-        rows = await per_book(self.nodes, skus, lambda pipe, sku: self._sweep(
-            keys=redis_keys.sku_keys(sku), args=self._args(sku), client=pipe))
-        if rows:
-            self.clock.observe(max(int(row[2]) for row in rows))
-        return rows
+        return await self.sweeper.sweep_all()
