@@ -26,13 +26,15 @@ class BackgroundLoad:
 
     def __init__(self, base: str, redis_settings: dict[str, str], out: Path,
                  users: dict[str, int], settle_s: float):
-        """`redis_settings`: how the cluster's instances reach Redis (BB_REDIS_URL or
-        BB_REDIS_SENTINELS, and BB_REDIS_PASSWORD_FILE), for the stock reset."""
+        """`redis_settings`: how the cluster's instances reach Redis (BB_REDIS_URL,
+        BB_REDIS_SENTINELS or BB_REDIS_CLUSTER, and BB_REDIS_PASSWORD_FILE), for the
+        stock reset."""
         self.base, self.out, self.users = base, out, users
         self.stop_file = out / "stop"
         parser = argparse.ArgumentParser()
         load_command.add_arguments(parser)
         flags = {"BB_REDIS_URL": "--redis-url", "BB_REDIS_SENTINELS": "--redis-sentinels",
+                 "BB_REDIS_CLUSTER": "--redis-cluster",
                  "BB_REDIS_PASSWORD_FILE": "--redis-password-file"}
         redis = [part for name, value in redis_settings.items() if name in flags
                  for part in (flags[name], value)]

@@ -29,10 +29,12 @@ class Drill:
     # the longest time without an answered cart change from the fault on (None: not a
     # figure of this drill)
     write_gap_s: float | None = None
-    redis: str = "any"  # the cluster it is for: "single" Redis, "sentinel" (`up --redis-ha`)
+    # the Redis it is for: "single", "sentinel" (`up --redis-ha`), or "any" (a Redis
+    # Cluster too: Layout.redis_mode)
+    redis: str = "any"
 
-    def fits(self, redis_ha: bool) -> bool:
-        return self.redis == "any" or self.redis == ("sentinel" if redis_ha else "single")
+    def fits(self, redis_mode: str) -> bool:
+        return self.redis in ("any", redis_mode)
 
     @property
     def experiment(self) -> Path:

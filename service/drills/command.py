@@ -95,7 +95,7 @@ def check_cluster(var_dir: Path, args: argparse.Namespace) -> tuple[Layout, list
                            and not 0 <= args.budget_failure_ratio <= 1):
         raise DrillError("--relax must be above 0 and --budget-failure-ratio from 0 to 1")
     layout = Layout.load(var_dir)
-    drills = [drill for drill in DRILLS.values() if drill.fits(layout.redis_ha)] \
+    drills = [drill for drill in DRILLS.values() if drill.fits(layout.redis_mode)] \
         if args.name == "all" else [DRILLS[args.name]]
     states = process_states(layout)  # OpsError when its supervisord does not answer
     down = [name for name, info in states.items() if info["statename"] != "RUNNING"]
@@ -108,9 +108,10 @@ def check_cluster(var_dir: Path, args: argparse.Namespace) -> tuple[Layout, list
         raise DrillError(f"--experiment needs one drill NAME and an existing file "
                          f"(got {args.name} and {args.experiment})")
     for drill in drills:
-        if not drill.fits(layout.redis_ha):
-            needs = ("a single Redis (with Sentinel, run redis-failover)" if layout.redis_ha
-                     else "a cluster started with `up --redis-ha`")
+        if not drill.fits(layout.redis_mode):
+            needs = ("a cluster started with `up --redis-ha`" if drill.redis == "sentinel"
+                     else "a single Redis" + (" (with Sentinel, run redis-failover)"
+                                              if layout.redis_ha else ""))
             raise DrillError(f"{drill.name} needs {needs}: see deploy/RUNBOOK.md")
         if layout.instances < drill.min_instances:
             raise DrillError(f"{drill.name} needs at least {drill.min_instances} instances "

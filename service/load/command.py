@@ -78,6 +78,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=os.environ.get("BB_REDIS_SENTINELS"),
                         help="the shop's sentinels, used instead of --redis-url (default "
                              "BB_REDIS_SENTINELS; the master name is BB_REDIS_SERVICE's)")
+    parser.add_argument("--redis-cluster", metavar="HOST:PORT,…",
+                        default=os.environ.get("BB_REDIS_CLUSTER"),
+                        help="the shop's Redis Cluster nodes, used instead of --redis-url "
+                             "(default BB_REDIS_CLUSTER)")
     parser.add_argument("--redis-password-file", metavar="FILE",
                         default=os.environ.get("BB_REDIS_PASSWORD_FILE"),
                         help="a file holding that Redis's password (default "
@@ -191,6 +195,8 @@ def reset_stock(args: argparse.Namespace) -> None:
     where = args.redis_url
     if args.redis_sentinels:
         env["BB_REDIS_SENTINELS"] = where = args.redis_sentinels
+    if args.redis_cluster:
+        env["BB_REDIS_CLUSTER"] = where = args.redis_cluster
     password_file = args.redis_password_file
     if password_file is None and args.redis_url == DEMO_REDIS_URL and \
             "BB_REDIS_PASSWORD" not in env and DEMO_PASSWORD_FILE.exists():
@@ -201,7 +207,7 @@ def reset_stock(args: argparse.Namespace) -> None:
     if done.returncode != 0:
         raise LoadError(f"could not reset the stock at {where}: "
                         f"{done.stderr.strip() or done.stdout.strip()} (give the shop's "
-                        "--redis-url or --redis-sentinels, or --no-reset)")
+                        "--redis-url, --redis-sentinels or --redis-cluster, or --no-reset)")
     print(done.stdout.strip(), flush=True)
 
 

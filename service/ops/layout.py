@@ -69,6 +69,13 @@ class Layout:
         names = ["redis", "redis-2", "redis-3", "sentinel-1", "sentinel-2", "sentinel-3"]
         return {name: self.redis_port + offset for offset, name in enumerate(names)}
 
+    @property
+    def redis_mode(self) -> str:
+        """"single", "sentinel" or "cluster"."""
+        if self.redis_shards:
+            return "cluster"
+        return "sentinel" if self.redis_ha else "single"
+
     def all_ports(self) -> dict[str, int]:
         bus = {f"{name} (cluster bus)": port + CLUSTER_BUS_OFFSET
                for name, port in self.redis_nodes.items()} if self.redis_shards else {}

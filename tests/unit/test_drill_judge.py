@@ -137,10 +137,11 @@ def test_a_failover_is_judged_by_its_longest_time_without_an_answered_write():
 
 
 def test_the_sentinel_drill_and_the_single_redis_drills_know_their_cluster():
-    assert DRILLS["redis-failover"].fits(redis_ha=True)
-    assert not DRILLS["redis-failover"].fits(redis_ha=False)
-    assert not DRILLS["restart-redis"].fits(redis_ha=True)
-    assert DRILLS["kill-node"].fits(redis_ha=True) and DRILLS["kill-node"].fits(redis_ha=False)
+    assert DRILLS["redis-failover"].fits("sentinel")
+    assert not DRILLS["redis-failover"].fits("single")
+    assert not DRILLS["restart-redis"].fits("sentinel")
+    assert not DRILLS["restart-redis"].fits("cluster")  # no process named redis to kill
+    assert all(DRILLS["kill-node"].fits(mode) for mode in ("single", "sentinel", "cluster"))
     probes = json.loads(DRILLS["redis-failover"].experiment.read_text())[
         "steady-state-hypothesis"]["probes"]
     assert "every-redis-node-replicating" in [probe["name"] for probe in probes]
