@@ -211,9 +211,11 @@ class SearchCache:
                                           "of the same query")
                 await asyncio.sleep(POLL_INTERVAL_S * random.uniform(0.8, 1.2))
                 async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.mget(redis_keys.search_key(digest), redis_keys.search_error_key(digest))
+                    # (GETs, not MGET: redis-py refuses MGET in a Redis Cluster's pipeline)
+                    pipe.get(redis_keys.search_key(digest))
+                    pipe.get(redis_keys.search_error_key(digest))
                     pipe.exists(lock)
-                    (raw, failure), locked = await pipe.execute()
+                    raw, failure, locked = await pipe.execute()
                 entry = self._decode(raw)
                 if entry is not None and self._is_fresh(entry, self.clock()):
                     self._remember(digest, entry)

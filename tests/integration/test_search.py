@@ -32,9 +32,11 @@ SIM_LATENCY_MS = 100
 TIMEOUT_S = 1.5
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory, cluster_class):
-    c = cluster_class(tmp_path_factory.mktemp("search"))
+@pytest.fixture(scope="module", params=["single", "cluster"])
+def cluster(request, tmp_path_factory, cluster_class):
+    """On one Redis, and on a Redis Cluster (a query's value, lock and error share one
+    hash tag, so the lock's transaction runs on one node)."""
+    c = cluster_class(tmp_path_factory.mktemp("search"), redis_mode=request.param)
     try:
         c.start_redis()
         sim = c.start_upstream_sim(latency_ms=SIM_LATENCY_MS)
