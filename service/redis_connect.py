@@ -60,8 +60,8 @@ SENTINEL_OPTIONS: dict[str, Any] = dict(socket_connect_timeout=1, socket_timeout
 SENTINEL_START_WAIT_S = 10.0
 
 
-class SentinelsSilent(ConfigError):
-    """No sentinel of BB_REDIS_SENTINELS answers (or no seed of BB_REDIS_CLUSTER)."""
+class NobodyAnswers(ConfigError):
+    """No sentinel of BB_REDIS_SENTINELS answers, or no node of BB_REDIS_CLUSTER."""
 
 
 @dataclasses.dataclass
@@ -92,7 +92,7 @@ class RedisConnection:
         while True:
             try:
                 return await self._check_once()
-            except SentinelsSilent:
+            except NobodyAnswers:
                 if asyncio.get_running_loop().time() >= deadline:
                     raise
                 await asyncio.sleep(0.5)
@@ -115,7 +115,7 @@ class RedisConnection:
                 pass
         where = ", ".join(_address(s) for s in self.sentinel.sentinels)
         if not answered:
-            raise SentinelsSilent(f"BB_REDIS_SENTINELS: no sentinel answers at {where} (or the "
+            raise NobodyAnswers(f"BB_REDIS_SENTINELS: no sentinel answers at {where} (or the "
                               "password, BB_REDIS_PASSWORD, is not theirs)")
         raise ConfigError(f"BB_REDIS_SERVICE={self.service}: no sentinel at {where} knows a "
                           "primary by that name")
@@ -129,11 +129,11 @@ class RedisConnection:
             if "not enabled" in str(exc):
                 raise ConfigError(f"BB_REDIS_CLUSTER: {where} is a Redis without cluster mode "
                                   "(use BB_REDIS_URL for one Redis)") from None
-            raise SentinelsSilent(f"BB_REDIS_CLUSTER: no cluster node answers at {where} "
+            raise NobodyAnswers(f"BB_REDIS_CLUSTER: no cluster node answers at {where} "
                                   f"({exc}; or the password, BB_REDIS_PASSWORD, is not "
                                   "theirs)") from None
         except (RedisError, OSError) as exc:
-            raise SentinelsSilent(f"BB_REDIS_CLUSTER: no cluster node answers at {where} "
+            raise NobodyAnswers(f"BB_REDIS_CLUSTER: no cluster node answers at {where} "
                                   f"({type(exc).__name__}: {exc})") from None
 
     async def refresh_primary(self) -> str:
