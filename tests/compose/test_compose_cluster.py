@@ -8,56 +8,41 @@ promoted node's replica) the first shard takes writes again."""
 from __future__ import annotations
 
 import json
-import random
 import time
 
 import pytest
 
-from support.compose_stack import book, cart, new_session, new_stack, open_socket
+from support.compose_stack import (
+    book,
+    cart,
+    new_session,
+    open_socket,
+    redis_cli,
+    redis_role,
+    started_redis_stack,
+)
 from support.docker_engine import say
-from support.standins import ensure_base_images
 
 pytestmark = pytest.mark.timeout(600)
 FILES = ("-f", "docker-compose.yml", "-f", "docker-compose.cluster.yml")
-AUTH = 'REDISCLI_AUTH="$(cat /run/bb-secrets/redis_password)"'
 FAILOVER_TIMEOUT_S = 60
 SKU, OTHER = "internet", "async"  # on the first shard and on the second
 
 
 @pytest.fixture(scope="module")
 def cluster_stack(engine):
-    ensure_base_images(engine)
-    stack = new_stack(engine, ("docker", "compose", *FILES))
-    stack.settings = {"BB_CLUSTER_NODE_TIMEOUT_MS": "2000",  # a /24 of its own for Redis
-                      "BB_REDIS_NETWORK": f"172.30.{random.randrange(256)}"}
-    started = time.monotonic()
-    stack.run("build", "app")
-    stack.run("up", "-d")
-    stack.wait_answering()
-    say(f"Redis Cluster topology up and answering in {time.monotonic() - started:.1f}s")
+    stack = started_redis_stack(engine, FILES, {"BB_CLUSTER_NODE_TIMEOUT_MS": "2000"},
+                                "Redis Cluster topology")
     yield stack
     stack.run("down", "-v", "--timeout", "20", check=False)
-
-
-def redis_cli(stack, service: str, *command: str) -> str:
-    done = stack.run("exec", "-T", service, "sh", "-c",
-                     f"{AUTH} redis-cli {' '.join(command)}", check=False)
-    return done.stdout.strip()
-
-
-def role(stack, service: str) -> str:
-    for line in redis_cli(stack, service, "info", "replication").splitlines():
-        if line.startswith("role:"):
-            return line.split(":", 1)[1].strip()
-    return "-"
 
 
 def test_six_nodes_make_three_shards_and_a_change_reaches_a_socket(cluster_stack):
     info = redis_cli(cluster_stack, "redis", "cluster", "info")
     assert "cluster_state:ok" in info and "cluster_size:3" in info, info
-    assert [role(cluster_stack, node) for node in ("redis", "redis-2", "redis-3")] == \
+    assert [redis_role(cluster_stack, node) for node in ("redis", "redis-2", "redis-3")] == \
         ["master"] * 3
-    assert [role(cluster_stack, f"redis-{n}-replica") for n in (1, 2, 3)] == ["slave"] * 3
+    assert [redis_role(cluster_stack, f"redis-{n}-replica") for n in (1, 2, 3)] == ["slave"] * 3
     shown = cluster_stack.run("exec", "-T", "app", "python", "-m", "service", "stock", "show")
     assert "Redis: a cluster of 3 shard(s)" in shown.stdout, shown.stdout
     ws, _, snapshot = open_socket(cluster_stack)
@@ -100,7 +85,7 @@ def test_killing_a_primary_container_keeps_its_holds_and_the_other_shards_sell(c
     cluster_stack.engine.docker("kill", "-s", "SIGKILL", cluster_stack.containers(victim)[0])
     killed = time.monotonic()
     other_sold, slowest = 0, 0.0
-    while role(cluster_stack, replica) != "master":
+    while redis_role(cluster_stack, replica) != "master":
         assert time.monotonic() - killed < FAILOVER_TIMEOUT_S, "no replica was promoted"
         action = "remove" if other_sold % 2 else "add"  # the other shard sells on
         sent = time.monotonic()
@@ -120,7 +105,7 @@ def test_killing_a_primary_container_keeps_its_holds_and_the_other_shards_sell(c
         assert time.monotonic() - killed < FAILOVER_TIMEOUT_S, "no write came back"
         time.sleep(0.3)
     writes_back_s = time.monotonic() - killed
-    assert role(cluster_stack, victim) == "slave"
+    assert redis_role(cluster_stack, victim) == "slave"
     assert book(cluster_stack, sku)["inventoryCount"] == held - 1  # every earlier hold kept
     for session in [*sessions, latecomer]:  # and each is there to release
         assert cart(cluster_stack, session, "remove", sku).status == 200

@@ -7,40 +7,32 @@ comes back as a replica."""
 from __future__ import annotations
 
 import json
-import random
 import time
 
 import pytest
 
-from support.compose_stack import book, cart, new_session, new_stack, open_socket
+from support.compose_stack import (
+    book,
+    cart,
+    new_session,
+    open_socket,
+    redis_cli,
+    redis_role,
+    started_redis_stack,
+)
 from support.docker_engine import say
-from support.standins import ensure_base_images
 
 pytestmark = pytest.mark.timeout(600)
 FILES = ("-f", "docker-compose.yml", "-f", "docker-compose.sentinel.yml")
-AUTH = 'REDISCLI_AUTH="$(cat /run/bb-secrets/redis_password)"'
 FAILOVER_TIMEOUT_S = 60
 
 
 @pytest.fixture(scope="module")
 def ha_stack(engine):
-    ensure_base_images(engine)
-    stack = new_stack(engine, ("docker", "compose", *FILES))
-    stack.settings = {"BB_SENTINEL_DOWN_AFTER_MS": "2000",  # a /24 of its own for Redis
-                      "BB_REDIS_NETWORK": f"172.31.{random.randrange(256)}"}
-    started = time.monotonic()
-    stack.run("build", "app")
-    stack.run("up", "-d")
-    stack.wait_answering()
-    say(f"Sentinel topology up and answering in {time.monotonic() - started:.1f}s")
+    stack = started_redis_stack(engine, FILES, {"BB_SENTINEL_DOWN_AFTER_MS": "2000"},
+                                "Sentinel topology")
     yield stack
     stack.run("down", "-v", "--timeout", "20", check=False)
-
-
-def redis_cli(stack, service: str, *command: str, port: int = 6379) -> str:
-    done = stack.run("exec", "-T", service, "sh", "-c",
-                     f"{AUTH} redis-cli -p {port} {' '.join(command)}", check=False)
-    return done.stdout.strip()
 
 
 def primary_named(stack) -> str:
@@ -51,16 +43,9 @@ def primary_named(stack) -> str:
     return next((name for end, name in last.items() if address.endswith(end)), address)
 
 
-def role(stack, service: str) -> str:
-    for line in redis_cli(stack, service, "info", "replication").splitlines():
-        if line.startswith("role:"):
-            return line.split(":", 1)[1].strip()
-    return "-"
-
-
 def test_the_sentinels_watch_one_primary_and_two_replicas(ha_stack):
     assert primary_named(ha_stack) == "redis"
-    assert [role(ha_stack, node) for node in ("redis", "redis-2", "redis-3")] == \
+    assert [redis_role(ha_stack, node) for node in ("redis", "redis-2", "redis-3")] == \
         ["master", "slave", "slave"]
     network = ha_stack.settings["BB_REDIS_NETWORK"]
     replicas = redis_cli(ha_stack, "sentinel-1", "sentinel", "replicas", "bb", port=26379)
@@ -104,7 +89,7 @@ def test_killing_the_primary_container_loses_no_hold_and_it_returns_as_a_replica
     ws.close()
     ha_stack.run("start", "redis")
     deadline = time.monotonic() + FAILOVER_TIMEOUT_S
-    while role(ha_stack, "redis") != "slave":
+    while redis_role(ha_stack, "redis") != "slave":
         assert time.monotonic() < deadline, "the old primary did not become a replica"
         time.sleep(1)
     assert primary_named(ha_stack) == promoted

@@ -16,7 +16,8 @@ import websocket
 
 from service.ops.probes import free_port
 from service.paths import ROOT
-from support.docker_engine import Engine
+from support.docker_engine import Engine, say
+from support.standins import ensure_base_images
 
 SESSION_FIELD = re.compile(r'name="session" value="([^"]+)"')
 SKU = "internet"
@@ -149,3 +150,36 @@ def new_stack(engine: Engine, compose: tuple[str, ...]) -> Stack:
     """A project of its own: a random name, a free port, a random /24."""
     return Stack(engine, f"bbtest{random.randrange(16**6):06x}", free_port(),
                  f"172.{random.randrange(29, 31)}.{random.randrange(256)}", compose)
+
+
+def started_redis_stack(engine: Engine, files: tuple[str, ...], settings: dict[str, str],
+                        what: str) -> Stack:
+    """A new project of `files` (an override with a Redis network of its own, on a random
+    /24 outside the ones new_stack picks), built, started and answering through nginx."""
+    ensure_base_images(engine)
+    stack = new_stack(engine, ("docker", "compose", *files))
+    stack.settings = {**settings, "BB_REDIS_NETWORK": f"172.31.{random.randrange(256)}"}
+    started = time.monotonic()
+    stack.run("build", "app")
+    stack.run("up", "-d")
+    stack.wait_answering()
+    say(f"{what} up and answering in {time.monotonic() - started:.1f}s")
+    return stack
+
+
+REDIS_AUTH = 'REDISCLI_AUTH="$(cat /run/bb-secrets/redis_password)"'
+
+
+def redis_cli(stack: Stack, service: str, *command: str, port: int = 6379) -> str:
+    """redis-cli in a Redis container of the stack, with the generated password."""
+    done = stack.run("exec", "-T", service, "sh", "-c",
+                     f"{REDIS_AUTH} redis-cli -p {port} {' '.join(command)}", check=False)
+    return str(done.stdout).strip()
+
+
+def redis_role(stack: Stack, service: str) -> str:
+    """`master`, `slave`, or `-` when the node does not answer."""
+    for line in redis_cli(stack, service, "info", "replication").splitlines():
+        if line.startswith("role:"):
+            return line.split(":", 1)[1].strip()
+    return "-"

@@ -5,7 +5,6 @@ does it (service/ops/redis_cluster.py)."""
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
 import redis as redis_sync
@@ -16,6 +15,7 @@ from service.ops import procs
 from service.ops.cluster_slots import shards
 from service.ops.redis_cluster import create, free_node_port, node_conf
 from service.ops.secrets import ensure_secrets
+from support.redis_ha import wait_true
 
 
 class LocalRedisCluster:
@@ -96,17 +96,7 @@ class LocalRedisCluster:
         self.procs[port].kill()
         self.procs[port].wait()
 
-    def wait(self, check, timeout_s: float, what: str) -> None:
-        deadline = time.monotonic() + timeout_s
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            try:
-                if check():
-                    return
-            except (redis_sync.RedisError, OSError, KeyError, StopIteration) as exc:
-                last = exc
-            time.sleep(0.1)
-        raise AssertionError(f"{what}: not true after {timeout_s}s (last error: {last!r})")
+    wait = staticmethod(wait_true)
 
     def stop(self) -> None:
         """kill -9 every node (by PID): a test's data need not be saved."""

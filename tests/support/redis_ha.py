@@ -94,6 +94,20 @@ class TcpRelay(threading.Thread):
         self.listener.close()
 
 
+def wait_true(check, timeout_s: float, what: str) -> None:
+    """Until check() is true; a Redis that does not answer (yet) counts as not true."""
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except (redis_sync.RedisError, OSError, KeyError, StopIteration) as exc:
+            last = exc
+        time.sleep(0.1)
+    raise AssertionError(f"{what}: not true after {timeout_s}s (last error: {last!r})")
+
+
 class RedisHA:
     """Primary + replicas + three sentinels in `folder`; stop() stops every one by PID."""
 
@@ -176,18 +190,7 @@ class RedisHA:
                   timeout_s, "the promoted replica a primary")
         return new
 
-    @staticmethod
-    def wait(check, timeout_s: float, what: str) -> None:
-        deadline = time.monotonic() + timeout_s
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            try:
-                if check():
-                    return
-            except (redis_sync.RedisError, OSError, KeyError) as exc:
-                last = exc
-            time.sleep(0.1)
-        raise AssertionError(f"{what}: not true after {timeout_s}s (last error: {last!r})")
+    wait = staticmethod(wait_true)
 
     def stop(self) -> None:
         """kill -9 every process (by PID): a test's data need not be saved, and a primary
