@@ -156,7 +156,8 @@ def _print_urls(layout: Layout) -> None:
                   f"{layout.redis_password_file})"]
     lines += [f"  upstream sim    http://127.0.0.1:{layout.upstream_port}/stats",
               "Operate it: python -m service ctl status | stop app-2 | start app-2 | "
-              "restart app-2 | restart-all | scale N" + (" | failover" if layout.redis_ha else ""),
+              "restart app-2 | restart-all | scale N" + (" | failover" if layout.redis_ha else "")
+              + (" | move-book SKU redis-N" if layout.redis_shards else ""),
               f"Logs in {layout.logs}. Press Ctrl-C to stop everything."]
     print("\n".join(lines), flush=True)
 
