@@ -143,6 +143,27 @@ async def test_a_change_travels_by_spublish_on_its_own_shard_only(cluster, shop)
     assert "cmdstat_publish" not in stats[home]
 
 
+async def test_a_node_that_lost_its_scripts_is_given_them_again(cluster, shop):
+    """A promoted replica has none of the scripts (Redis does not replicate SCRIPT LOAD):
+    SCRIPT FLUSH on the book's primary stands in for it, for pipelines, WAITed changes
+    and single calls alike."""
+    start_apps(cluster, "app-a")
+    nodes: LocalRedisCluster = cluster.redis_cluster
+    home = nodes.node(nodes.primary_of(SKU))
+    first = await shop.post_cart("app-a", {"session": await shop.token("app-a"),
+                                           "action": "add", "sku": SKU})
+    assert first.status == 200, first.body
+    home.script_flush()
+    again = await shop.post_cart("app-a", {"session": await shop.token("app-a"),
+                                           "action": "add", "sku": SKU})
+    assert again.status == 200, again.body
+    home.script_flush()
+    assert (await shop.get("app-a", "/api/books")).status == 200  # per-node pipelines
+    home.script_flush()
+    cluster.set_stock(SKU, 12)  # `stock set`: one script call through the cluster client
+    assert cluster.stock_show()[SKU]["count"] == 12 - 2
+
+
 async def test_a_books_primary_killed_under_changes_fails_over_with_every_acknowledged_hold(
         cluster, shop):
     start_apps(cluster, "app-a", "app-b")
