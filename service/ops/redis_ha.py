@@ -26,6 +26,11 @@ MIN_REPLICAS_TO_WRITE = 1
 # a replica acknowledges every second; one silent for longer than this does not count
 MIN_REPLICAS_MAX_LAG_S = 3
 QUORUM = 2
+# How long a silent primary is given on the local cluster. Twice Sentinel's ping period
+# (1 s): at 1000 ms a sentinel whose link to a just-promoted primary had not had its first
+# reply yet called it down and a second failover followed (seen in CI: the shop went 16 s
+# without a confirmed write instead of 2).
+LOCAL_DOWN_AFTER_MS = 2000
 # where the compose file's Redis containers find the project's config, and their port
 COMPOSE_REDIS_CONF = Path("/usr/local/etc/redis/redis.conf")
 COMPOSE_REDIS_PORT = 6379
@@ -48,7 +53,7 @@ def data_node_conf(auth_conf: Path, replica_of: int | None = None, *,
 
 
 def sentinel_conf(primary_port: int, service: str, password: str, folder: Path,
-                  down_after_ms: int = 1000, failover_timeout_ms: int = 10_000, *,
+                  down_after_ms: int = LOCAL_DOWN_AFTER_MS, failover_timeout_ms: int = 10_000, *,
                   primary_host: str = "127.0.0.1", local: bool = True) -> str:
     """A sentinel's config file (the sentinel rewrites it as it learns the topology).
     A `local` sentinel listens on 127.0.0.1 only; a container's on its every address."""

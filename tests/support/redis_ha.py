@@ -15,7 +15,7 @@ from pathlib import Path
 import redis as redis_sync
 
 from service.ops import probes, procs
-from service.ops.redis_ha import data_node_conf, sentinel_conf
+from service.ops.redis_ha import LOCAL_DOWN_AFTER_MS, data_node_conf, sentinel_conf
 from service.ops.secrets import ensure_secrets
 
 SERVICE = "bb"
@@ -112,7 +112,7 @@ class RedisHA:
     """Primary + replicas + three sentinels in `folder`; stop() stops every one by PID."""
 
     def __init__(self, folder: Path, replicas: int = 2, relayed: bool = False,
-                 down_after_ms: int = 1000):
+                 down_after_ms: int = LOCAL_DOWN_AFTER_MS):
         self.folder = folder
         self.replicas = replicas
         self.relayed = relayed
