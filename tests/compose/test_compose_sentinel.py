@@ -80,7 +80,9 @@ def test_killing_the_primary_container_loses_no_hold_and_it_returns_as_a_replica
         assert cart(ha_stack, session, "remove").status == 200
     final = book(ha_stack)
     assert final["inventoryCount"] == held + len(sessions)
-    ws.settimeout(15)
+    # (30 s: a CI run once saw no frame within 15 s on a loaded machine; not reproduced
+    # in four runs since, cause not found)
+    ws.settimeout(30)
     while True:  # the WebSocket, kept open through the failover, shows the final count
         pushed = json.loads(ws.recv())
         if pushed["version"] == final["version"] and pushed["epoch"] == final["epoch"]:

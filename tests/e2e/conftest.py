@@ -167,6 +167,11 @@ class Window:
         element.click()
         self.wait(lambda: expected_conditions.staleness_of(element)(self.driver), timeout_s,
                   f"a new page after clicking {css}")
+        # the old page is gone once its elements are stale, but a post's answer (303, then
+        # the page) may still be replacing the document: an element found meanwhile could
+        # belong to neither (seen once in CI: "Node … does not belong to the document")
+        self.wait(lambda: self.js("return document.readyState") == "complete", timeout_s,
+                  f"the page after clicking {css} loaded")
 
     def js(self, script: str, *args):
         return self.driver.execute_script(script, *args)
