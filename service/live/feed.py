@@ -78,12 +78,9 @@ class InventoryFeed:
         which primaries there are now, and resubscribe (and renew epochs) when they
         changed."""
         assert self.promotions is not None
-        while True:
-            raise_if_cancelling()
-            await asyncio.sleep(PRIMARY_CHECK_S)
-            renewed = self.promotions.renewed_for
-            if await self.promotions.primary_ids(list(renewed)) != renewed:
-                raise RedisConnectionError("a Redis primary changed; resubscribing")
+        renewed = self.promotions.renewed_for
+        if await self.promotions.primary_ids(list(renewed)) != renewed:
+            raise RedisConnectionError("a Redis primary changed; resubscribing")
 
     async def _subscribe_and_relay(self, backoff: Backoff) -> None:
         channels = [redis_keys.changes_channel(sku) for sku in self.store.catalog.skus]
@@ -98,10 +95,13 @@ class InventoryFeed:
             backoff.reset()
             log.info("subscribed to the change channels of %d book(s) on %d node(s) and "
                      "resynchronised", len(channels), len(pubsubs))
-            loops = [self._relay(pubsub) for pubsub in pubsubs]
-            if self.promotions is not None:
-                loops.append(self._check_primaries())
-            await _until_one_fails(loops)
+            # the first node's relay also checks the primaries (inline, as it always did)
+            checks = [self.promotions is not None] + [False] * (len(pubsubs) - 1)
+            loops = [self._relay(pubsub, check) for pubsub, check in zip(pubsubs, checks)]
+            if len(loops) == 1:
+                await loops[0]
+            else:
+                await _until_one_fails(loops)
         finally:
             self.subscribed.clear()
             for pubsub in pubsubs:
@@ -123,10 +123,17 @@ class InventoryFeed:
         self.resyncs += 1
         self.subscribed.set()
 
-    async def _relay(self, pubsub: PubSub) -> None:
-        """Apply one node's change messages until its connection fails or a slot leaves it."""
+    async def _relay(self, pubsub: PubSub, check_primaries: bool) -> None:
+        """Apply one node's change messages until its connection fails or a slot leaves
+        it; with check_primaries, also check every PRIMARY_CHECK_S that the primaries are
+        still those the epochs were renewed for."""
+        loop = asyncio.get_running_loop()
+        next_check = loop.time() + PRIMARY_CHECK_S
         while True:
             raise_if_cancelling()
+            if check_primaries and loop.time() >= next_check:
+                await self._check_primaries()
+                next_check = loop.time() + PRIMARY_CHECK_S
             message = await pubsub.get_message(timeout=1.0)
             if message is None:
                 continue
