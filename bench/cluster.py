@@ -222,8 +222,9 @@ def measure_cpu(args, tmp: Path, catalog_path: Path) -> list[dict]:
                                     ("3 shards, SPUBLISH", True, "SPUBLISH")):
         folder = tmp / label.replace(" ", "-").replace(",", "")
         folder.mkdir()
-        nodes = Nodes(folder, cluster).start()
-        try:
+        nodes = Nodes(folder, cluster)
+        try:  # (inside: a start that fails halfway stops the nodes it started)
+            nodes.start()
             first = nodes.ports[0]
             if cluster:  # the books whose slot the first primary serves
                 with nodes.client(first) as node:
@@ -288,8 +289,9 @@ def fanout_rows(args, tmp: Path) -> list[dict]:
     for label, cluster in (("one Redis", False), ("3-shard cluster", True)):
         folder = tmp / f"fanout-{int(cluster)}"
         folder.mkdir()
-        nodes = Nodes(folder, cluster).start()
+        nodes = Nodes(folder, cluster)
         try:
+            nodes.start()
             args.redis_pids = [p.pid for p in nodes.procs]
             env = {**nodes.env, "BB_CATALOG": str(catalog)}
             stats = fanout.run_one("ours", args.clients, args, env, folder)
