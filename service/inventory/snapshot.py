@@ -65,3 +65,8 @@ class Hold:
     """A copy held for a session, until the Redis clock reaches expires_at_ms."""
     sku: str
     expires_at_ms: int
+
+
+def as_text(value: Any) -> str:
+    """A Redis reply as text (clients made without decode_responses give bytes)."""
+    return value.decode() if isinstance(value, bytes) else str(value)

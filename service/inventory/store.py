@@ -24,6 +24,7 @@ from service.inventory.snapshot import (
     SoldOut,
     StockBelowHolds,
     UnknownSku,
+    as_text,
 )
 from service.inventory.sweeper import HoldSweeper
 from service.redis_nodes import RedisNodes
@@ -41,9 +42,6 @@ async def _after_change(step: Awaitable[Any], what: str) -> None:
         log.warning("%s failed after the change was made: %s: %s", what,
                     type(exc).__name__, exc)
 
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class InventoryStore:
@@ -109,7 +107,7 @@ class InventoryStore:
         for sku, row in zip(skus, rows):
             if not row:
                 raise UnknownSku(sku)
-            result.append(Snapshot(sku, int(row[0]), int(row[1]), _text(row[2]), int(row[5])))
+            result.append(Snapshot(sku, int(row[0]), int(row[1]), as_text(row[2]), int(row[5])))
         return result
 
     async def snapshot(self, sku: str) -> Snapshot:
@@ -119,7 +117,7 @@ class InventoryStore:
         """Stock, holds and count of every book (for `stock show` and the admin page)."""
         rows = await self._read_rows(self.catalog.skus)
         return [{"sku": sku, "stock": int(r[3]), "holds": int(r[4]), "count": int(r[0]),
-                 "version": int(r[1]), "epoch": _text(r[2])} if r else
+                 "version": int(r[1]), "epoch": as_text(r[2])} if r else
                 {"sku": sku, "stock": None, "holds": None, "count": None, "version": None,
                  "epoch": None}
                 for sku, r in zip(self.catalog.skus, rows)]
@@ -139,10 +137,10 @@ class InventoryStore:
                 if score is not None and score > now_ms]
 
     def _result(self, sku: str, row: list[Any]) -> CartResult:
-        status = _text(row[0])
+        status = as_text(row[0])
         if status == "unknown":
             raise UnknownSku(sku)
-        snapshot = Snapshot(sku, int(row[1]), int(row[2]), _text(row[3]), int(row[5]))
+        snapshot = Snapshot(sku, int(row[1]), int(row[2]), as_text(row[3]), int(row[5]))
         self.clock.observe(int(row[6]))
         if status == "sold_out":
             raise SoldOut(snapshot)
@@ -165,7 +163,7 @@ class InventoryStore:
                 await limit.release(reservation)
             raise
         if limit and reservation:
-            await _after_change(limit.settle(reservation, _text(row[8]), result.expires_at_ms),
+            await _after_change(limit.settle(reservation, as_text(row[8]), result.expires_at_ms),
                                 "settling the address's count (its reservation keeps the "
                                 "place until the hold time)")
         # The sweeper's index (see redis_keys), only once the hold exists: a refused add
@@ -180,7 +178,7 @@ class InventoryStore:
                                  self._args(sku, session_id))
         result = self._result(sku, row)
         if self.address_holds is not None:
-            await _after_change(self.address_holds.released(_text(row[8]), sku, session_id),
+            await _after_change(self.address_holds.released(as_text(row[8]), sku, session_id),
                                 "releasing the address's count (its entry expires with the "
                                 "hold time)")
         return result
@@ -191,7 +189,7 @@ class InventoryStore:
             raise ValueError("stock cannot be negative")
         row = await self._set_stock(keys=redis_keys.sku_keys(self._known(sku)),
                                     args=self._args(sku, stock))
-        if _text(row[0]) == "below_holds":
+        if as_text(row[0]) == "below_holds":
             raise StockBelowHolds(f"{sku}: {int(row[1])} copies are held in carts now; "
                                   f"stock cannot go below that")
         return self._result(sku, row).snapshot
@@ -200,7 +198,7 @@ class InventoryStore:
         """Every SKU Redis has stock for: this catalog's, and those of any other catalog
         the shop ran with (SCAN, so Redis is never blocked)."""
         pattern = redis_keys.stock_key("*")
-        skus = {redis_keys.sku_of_stock_key(_text(key))
+        skus = {redis_keys.sku_of_stock_key(as_text(key))
                 async for key in self.redis.scan_iter(match=pattern, count=1000)}
         return sorted(skus)
 
@@ -214,7 +212,7 @@ class InventoryStore:
             self.nodes, await self.books_in_redis(), lambda pipe, sku: self._reset(
                 keys=redis_keys.sku_keys(sku), client=pipe,
                 args=self._args(sku, stock if stock is not None else self._catalog_stock(sku))))
-        done = [row for row in rows if _text(row[0]) == "ok"]
+        done = [row for row in rows if as_text(row[0]) == "ok"]
         books, released = len(done), sum(int(row[8]) for row in done)
         await self.redis.delete(*redis_keys.HOLD_EXPIRIES_KEYS)
         await address_holds.forget_all(self.redis)  # whatever the cap of this process

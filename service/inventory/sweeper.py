@@ -18,6 +18,7 @@ from service import redis_keys
 from service.inventory.catalog import Catalog
 from service.inventory.clock import RedisClock
 from service.inventory.per_book import chunks, per_book, per_key
+from service.inventory.snapshot import as_text
 from service.redis_nodes import RedisNodes
 
 # the fast path visits at most this many books with holds due per round, per partition
@@ -26,9 +27,6 @@ SWEEP_BATCH = 500
 # index): at 0.5 s a round, a 2,000-book catalog comes round every 20 s
 SLICE_BOOKS = 50
 
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class HoldSweeper:
@@ -53,7 +51,7 @@ class HoldSweeper:
         partitions = await per_key(
             self.nodes, redis_keys.HOLD_EXPIRIES_KEYS, lambda key: key,
             lambda pipe, key: pipe.zrangebyscore(key, "-inf", now_ms, start=0, num=SWEEP_BATCH))
-        due = [_text(sku) for partition in partitions for sku in partition]
+        due = [as_text(sku) for partition in partitions for sku in partition]
         # every book due, this catalog's or not: the script works on any book Redis has
         expired = await self._sweep_books(due, exact=True)
         return expired + await self.sweep_next_slice()

@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 
 from service import redis_keys
 from service.inventory import InventoryStore, Promotions, Snapshot
+from service.inventory.snapshot import as_text
 from service.live.hub import LiveHub
 from service.loops import Backoff, raise_if_cancelling
 from service.redis_nodes import RedisNodes
@@ -138,7 +139,7 @@ class InventoryFeed:
             if message is None:
                 continue
             if message["type"] == "sunsubscribe":  # we never unsubscribe: a slot moved
-                raise RedisConnectionError(f"{_text(message['channel'])} left its node "
+                raise RedisConnectionError(f"{as_text(message['channel'])} left its node "
                                            "(a slot moved or the node was demoted); "
                                            "resubscribing")
             if message["type"] != "smessage":
@@ -165,6 +166,3 @@ async def _until_one_fails(loops: list[Coroutine[Any, Any, None]]) -> None:
         if error is not None:
             raise error
 
-
-def _text(value: bytes | str) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else value
