@@ -10,6 +10,7 @@ import json
 import time
 
 import pytest
+import websocket
 
 from support.compose_stack import (
     book,
@@ -61,7 +62,7 @@ def test_killing_the_primary_container_loses_no_hold_and_it_returns_as_a_replica
     for session in sessions:
         assert cart(ha_stack, session, "add").status == 200  # a replica has each
     held = book(ha_stack)["inventoryCount"]
-    ws, _, snapshot = open_socket(ha_stack)
+    ws, instance, snapshot = open_socket(ha_stack)
     assert snapshot["inventoryCount"] == held
     ha_stack.engine.docker("kill", "-s", "SIGKILL", ha_stack.containers("redis")[0])
     killed = time.monotonic()
@@ -80,11 +81,18 @@ def test_killing_the_primary_container_loses_no_hold_and_it_returns_as_a_replica
         assert cart(ha_stack, session, "remove").status == 200
     final = book(ha_stack)
     assert final["inventoryCount"] == held + len(sessions)
-    # (30 s: a CI run once saw no frame within 15 s on a loaded machine; not reproduced
-    # in four runs since, cause not found)
     ws.settimeout(30)
+    seen = []
     while True:  # the WebSocket, kept open through the failover, shows the final count
-        pushed = json.loads(ws.recv())
+        try:
+            pushed = json.loads(ws.recv())
+        except websocket.WebSocketTimeoutException:
+            logs = ha_stack.engine.docker("logs", "--tail", "60",
+                                          ha_stack.container_of(instance), check=False)
+            raise AssertionError(
+                f"{instance}'s WebSocket got no frame with {final} in 30 s; it got "
+                f"{seen}; its log:\n{logs.stdout[-6000:]}{logs.stderr[-6000:]}") from None
+        seen.append(pushed)
         if pushed["version"] == final["version"] and pushed["epoch"] == final["epoch"]:
             break
     assert pushed["inventoryCount"] == final["inventoryCount"]
