@@ -47,9 +47,10 @@ async def every(interval_s: float, step: Callable[[], Awaitable[object]],
             await step()
             backoff.reset()
             delay = interval_s * random.uniform(0.9, 1.1)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a loop that dies silently is worse than a logged error
+        except (Exception, asyncio.CancelledError) as exc:
+            # a loop that dies silently is worse than a logged error; only a cancellation
+            # of this task ends it (not a library's stray CancelledError)
+            raise_if_cancelling()
             delay = backoff.next_delay_s()
             log.warning("%s failed (%s: %s); retrying in %.2fs", name, type(exc).__name__, exc,
                         delay)

@@ -111,7 +111,19 @@ def background_tasks(services: Services) -> list[asyncio.Task[None]]:
         "socket-heartbeats": every(config.heartbeat_s, socket_heartbeats(services), log,
                                    "socket heartbeats"),
     }
-    return [asyncio.create_task(loop, name=name) for name, loop in loops.items()]
+    tasks = [asyncio.create_task(loop, name=name) for name, loop in loops.items()]
+    for task in tasks:
+        task.add_done_callback(_report_ended)
+    return tasks
+
+
+def _report_ended(task: asyncio.Task[None]) -> None:
+    """The loops run until the instance stops them; one that ends otherwise is a bug
+    whose symptom (stale counts, unswept holds) would point nowhere near it."""
+    if task.cancelled():
+        return
+    log.error("background task %s ended on its own", task.get_name(),
+              exc_info=task.exception())
 
 
 async def run_instance(config: Config) -> None:

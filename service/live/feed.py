@@ -63,15 +63,22 @@ class InventoryFeed:
         while True:
             try:
                 await self._subscribe_and_relay(backoff)
-            except asyncio.CancelledError:
-                raise
             except (RedisError, OSError) as exc:
                 raise_if_cancelling()
                 delay = backoff.next_delay_s()
                 log.warning("inventory subscription lost (%s: %s); retrying in %.2fs",
                             type(exc).__name__, exc, delay)
-                await self.nodes.refresh()
-                await asyncio.sleep(delay)
+            except (Exception, asyncio.CancelledError):
+                # A feed that ends freezes every watcher of this instance for good, so
+                # anything unexpected is logged and retried too; only a cancellation of
+                # this task (the instance stopping) ends it. (A CancelledError while the
+                # task is not being cancelled comes from a library's own timeout handling.)
+                raise_if_cancelling()
+                delay = backoff.next_delay_s()
+                log.exception("inventory subscription failed unexpectedly; retrying in %.2fs",
+                              delay)
+            await self.nodes.refresh()
+            await asyncio.sleep(delay)
 
     async def _check_primaries(self) -> None:
         """A planned failover demotes the old primary without closing its subscribers

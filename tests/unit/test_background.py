@@ -3,8 +3,12 @@
 import asyncio
 import logging
 
+import fakeredis
 import pytest
 
+from service.config import Config
+from service.inventory import Catalog, InventoryStore
+from service.live import InventoryFeed, LiveHub
 from service.loops import Backoff, every
 
 pytestmark = pytest.mark.timeout(10)
@@ -58,3 +62,49 @@ def test_backoff_grows_to_its_cap_with_jitter_and_never_zero():
     assert all(0.05 <= d <= 1.0 for d in delays)
     backoff.reset()
     assert backoff.next_delay_s() <= 0.1
+
+
+async def test_every_outlives_a_stray_cancellation_but_not_a_real_one(caplog):
+    # a CancelledError while nobody cancels the task: what a library's own timeout
+    # handling can leak; the loop goes on, and still stops when it is cancelled
+    outcomes = [asyncio.CancelledError(), None]
+    went_on = asyncio.Event()
+
+    async def step():
+        outcome = outcomes.pop(0) if outcomes else None
+        if outcome is not None:
+            raise outcome
+        went_on.set()
+
+    task = asyncio.create_task(every(0.01, step, log, "test loop"))
+    await asyncio.wait_for(went_on.wait(), 5)
+    assert not task.done()
+    task.cancel()
+    await asyncio.wait([task], timeout=2)
+    assert task.cancelled()
+    assert any("test loop failed (CancelledError" in r.message for r in caplog.records)
+
+
+async def test_the_feed_outlives_an_unexpected_error_and_resyncs(caplog):
+    catalog = Catalog.load(Config.from_env({}).catalog_path)
+    store = InventoryStore(fakeredis.FakeAsyncRedis(), catalog, 60)
+    hub = LiveHub("unit")
+    applied = hub.apply
+    failures = [RuntimeError("a bug"), asyncio.CancelledError()]
+
+    def apply_failing_twice(snapshot):
+        if failures:
+            raise failures.pop(0)
+        return applied(snapshot)
+
+    hub.apply = apply_failing_twice  # type: ignore[method-assign]
+    feed = InventoryFeed(store.nodes, store, hub)
+    task = asyncio.create_task(feed.run())
+    await asyncio.wait_for(feed.subscribed.wait(), 5)  # the third resync went through
+    assert not failures and feed.resyncs == 1
+    assert all(hub.current(sku) is not None for sku in catalog.skus)
+    task.cancel()
+    await asyncio.wait([task], timeout=2)
+    assert task.cancelled()
+    unexpected = [r for r in caplog.records if "failed unexpectedly" in r.message]
+    assert len(unexpected) == 2 and "a bug" in unexpected[0].exc_text
