@@ -44,8 +44,16 @@ def primary_named(stack) -> str:
     return next((name for end, name in last.items() if address.endswith(end)), address)
 
 
+def failovers(stack) -> int:
+    """How many failovers the sentinels have made (their configuration epoch)."""
+    fields = redis_cli(stack, "sentinel-1", "sentinel", "master", "bb",
+                       port=26379).split("\n")
+    return int(dict(zip(fields[::2], fields[1::2]))["config-epoch"])
+
+
 def test_the_sentinels_watch_one_primary_and_two_replicas(ha_stack):
     assert primary_named(ha_stack) == "redis"
+    assert failovers(ha_stack) == 0
     assert [redis_role(ha_stack, node) for node in ("redis", "redis-2", "redis-3")] == \
         ["master", "slave", "slave"]
     network = ha_stack.settings["BB_REDIS_NETWORK"]
@@ -81,19 +89,25 @@ def test_killing_the_primary_container_loses_no_hold_and_it_returns_as_a_replica
         assert cart(ha_stack, session, "remove").status == 200
     final = book(ha_stack)
     assert final["inventoryCount"] == held + len(sessions)
+    # The WebSocket, kept open through the failover, ends on what Redis holds. Compared
+    # with Redis's state as each frame comes, not with `final`: were the sentinels to fail
+    # over once more (a loaded machine can starve the new primary past down-after), its
+    # books get another epoch, and the socket must follow that too.
     ws.settimeout(30)
     seen = []
-    while True:  # the WebSocket, kept open through the failover, shows the final count
+    while True:
         try:
             pushed = json.loads(ws.recv())
         except websocket.WebSocketTimeoutException:
             logs = ha_stack.engine.docker("logs", "--tail", "60",
                                           ha_stack.container_of(instance), check=False)
             raise AssertionError(
-                f"{instance}'s WebSocket got no frame with {final} in 30 s; it got "
-                f"{seen}; its log:\n{logs.stdout[-6000:]}{logs.stderr[-6000:]}") from None
+                f"{instance}'s WebSocket got no frame in 30 s; Redis holds {book(ha_stack)} "
+                f"after {failovers(ha_stack)} failover(s); it got {seen}; its log:\n"
+                f"{logs.stdout[-6000:]}{logs.stderr[-6000:]}") from None
         seen.append(pushed)
-        if pushed["version"] == final["version"] and pushed["epoch"] == final["epoch"]:
+        now = book(ha_stack)
+        if (pushed["epoch"], pushed["version"]) == (now["epoch"], now["version"]):
             break
     assert pushed["inventoryCount"] == final["inventoryCount"]
     ws.close()
@@ -102,6 +116,7 @@ def test_killing_the_primary_container_loses_no_hold_and_it_returns_as_a_replica
     while redis_role(ha_stack, "redis") != "slave":
         assert time.monotonic() < deadline, "the old primary did not become a replica"
         time.sleep(1)
-    assert primary_named(ha_stack) == promoted
+    assert primary_named(ha_stack) in ("redis-2", "redis-3")
+    assert book(ha_stack)["inventoryCount"] == final["inventoryCount"]
     say(f"compose failover: writes back {writes_back_s:.1f}s after the kill; {promoted} "
-        "promoted; the old primary is its replica")
+        f"promoted; the old primary is a replica; failovers: {failovers(ha_stack)}")
