@@ -20,7 +20,13 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
-from redis.exceptions import AskError, ClusterDownError, RedisError, TryAgainError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    RedisClusterException,
+    RedisError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -156,7 +162,7 @@ class ClusterNodes(RedisNodes):
     async def _read_slot_map(self) -> None:
         try:
             await self.cluster.nodes_manager.initialize()
-        except (RedisError, OSError):
+        except (RedisError, RedisClusterException, OSError):  # (no node answered)
             pass
 
     async def aclose(self) -> None:

@@ -6,15 +6,17 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
 from service import redis_keys
 from service.ops.errors import OpsError
 from service.ops.layout import Layout
+from service.ops.probes import free_port
 from service.ops.redis_cluster import SLOTS, node_conf, slot_split
 from service.ops.redis_ha import redis_settings
 from service.redis_connect import slot_ranges
-from service.redis_nodes import RedisNodes
+from service.redis_nodes import ClusterNodes, RedisNodes
 
 
 def test_the_slots_are_split_evenly_with_none_left_over():
@@ -69,3 +71,17 @@ def test_the_sweeper_index_partitions_spread_over_the_slots():
     thirds = {slot * 3 // SLOTS for slot in slots}  # every shard of a 3-shard split has some
     assert thirds == {0, 1, 2}
     assert redis_keys.hold_expiries_key_of("internet") in redis_keys.HOLD_EXPIRIES_KEYS
+
+
+async def test_a_slot_map_that_cannot_be_read_is_kept_and_refresh_does_not_raise():
+    # no node answers: redis-py raises RedisClusterException (not a RedisError); the feed
+    # calls refresh() between its retries, and an exception there would end it
+    cluster = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", free_port())],
+                           socket_connect_timeout=0.5)
+    nodes = ClusterNodes(cluster, {}, {})
+    try:
+        await nodes.refresh()
+        await nodes.refresh()  # within the interval: no second read
+    finally:
+        await nodes.aclose()
+        await cluster.aclose()
