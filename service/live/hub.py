@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import math
 import struct
 import time
@@ -28,6 +29,8 @@ from typing import Protocol
 
 from service.inventory import Snapshot
 from service.inventory.clock import RedisClock
+
+log = logging.getLogger(__name__)
 
 
 def websocket_text_frame(payload: bytes) -> bytes:
@@ -151,7 +154,11 @@ class LiveHub:
     def _push_slice(self, sku: str, entry: Entry, subscribers: list[Subscriber],
                     start: int) -> None:
         for subscriber in subscribers[start:start + FAN_OUT_SLICE]:
-            subscriber.push(entry)
+            try:
+                subscriber.push(entry)
+            except Exception:  # one broken socket must not end the round for the others
+                # (nor leave the SKU marked as due, which would stop its fan-out for good)
+                log.exception("pushing %s to a socket failed", sku)
         if start + FAN_OUT_SLICE < len(subscribers):
             asyncio.get_running_loop().call_soon(self._push_slice, sku, entry, subscribers,
                                                  start + FAN_OUT_SLICE)

@@ -138,3 +138,20 @@ async def test_a_big_fan_out_goes_out_in_slices_and_the_newest_follows_the_round
     hub.apply(snap(2))  # during the round: kept as the newest, sent after it
     await asyncio.sleep(0.05)
     assert all([e.snapshot.version for e in s.entries] == [1, 2] for s in sockets)
+
+
+def test_a_socket_whose_push_fails_stops_neither_the_others_nor_later_changes(caplog):
+    class Broken:
+        def push(self, entry):
+            raise RuntimeError("a bug in one socket")
+
+    hub = LiveHub("app-x")
+    before, after = Recorder(), Recorder()
+    hub.attach(before, ["internet"])
+    hub.attach(Broken(), ["internet"])
+    hub.attach(after, ["internet"])
+    hub.apply(snap(1))
+    hub.apply(snap(2))
+    assert [e.snapshot.version for e in before.entries] == [1, 2]
+    assert [e.snapshot.version for e in after.entries] == [1, 2]
+    assert "a bug in one socket" in caplog.text
