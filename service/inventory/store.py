@@ -43,7 +43,6 @@ async def _after_change(step: Awaitable[Any], what: str) -> None:
                     type(exc).__name__, exc)
 
 
-
 class InventoryStore:
     """The inventory operations; Redis holds all state, this object holds none (but its
     estimate of the Redis clock)."""

@@ -28,7 +28,6 @@ SWEEP_BATCH = 500
 SLICE_BOOKS = 50
 
 
-
 class HoldSweeper:
     def __init__(self, nodes: RedisNodes, catalog: Catalog, clock: RedisClock, script: Any):
         self.nodes = nodes
