@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 
 from service.live import Entry
 from service.web import limits, sessions
-from service.web.errors import ApiError, unknown_sku
+from service.web.errors import ApiError, redis_unavailable, unknown_sku
 from service.web.page_assets import SHOP_MODULES, import_map_and_policy
 from service.web.proxy import client_ip, networks_of, peer_is_trusted, redacted
 from service.web.services import Services
@@ -145,8 +145,7 @@ class BaseHandler(ShopMixin, tornado.web.RequestHandler):
     def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
         error = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(error, RedisError):
-            unavailable = ApiError(503, "unavailable", "inventory store unreachable; retry shortly")
-            kwargs["exc_info"] = (ApiError, unavailable, None)
+            kwargs["exc_info"] = (ApiError, redis_unavailable(error), None)
             status_code = 503
         super().send_error(status_code, **kwargs)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import tornado.web
+from redis.exceptions import RedisError
 
 
 class ApiError(tornado.web.HTTPError):
@@ -25,3 +26,21 @@ class ApiError(tornado.web.HTTPError):
 def unknown_sku(sku: str) -> ApiError:
     """404 for a SKU that is not in the catalog (quoted, cut short: it is user input)."""
     return ApiError(404, "unknown_sku", f"no book with SKU {sku[:60]!r}")
+
+
+def redis_unavailable(error: RedisError) -> ApiError:
+    """503 for a request Redis could not serve, saying which way it failed."""
+    if redis_error_code(error) == "NOREPLICAS":
+        # min-replicas-to-write: the primary has no replica in sync (as right after a
+        # failover, until one has copied it), and refused the script's first write
+        return ApiError(503, "unavailable", "no Redis replica is in sync to confirm changes "
+                                            "(a failover is settling); nothing changed; retry "
+                                            "shortly")
+    return ApiError(503, "unavailable", "inventory store unreachable; retry shortly")
+
+
+def redis_error_code(error: RedisError) -> str:
+    """The code Redis's error reply starts with (NOREPLICAS, OOM…); redis-py puts the
+    reply inside its own sentence when the command was part of a pipeline."""
+    reply = str(error).rpartition("caused error: ")[2].lstrip("('\"")
+    return reply.partition(" ")[0]

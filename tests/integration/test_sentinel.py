@@ -84,6 +84,38 @@ async def test_a_change_is_acknowledged_once_a_replica_has_it(ha, cluster, shop)
 
 
 @pytest.mark.parametrize("ha", [True], indirect=True)
+async def test_a_primary_without_a_replica_in_sync_refuses_a_change_whole(ha, cluster, shop):
+    """min-replicas-to-write: once no replica has acknowledged for min-replicas-max-lag
+    (right after a failover, until one has copied the new primary), the change's script
+    is refused at its first write: 503 saying why, and nothing changed."""
+    start_apps(cluster, ha, "app-a")
+    token = await shop.token("app-a")
+    primary = ha.primary()
+
+    def book_state():
+        return (primary.get(keys.stock_key(SKU)), primary.get(keys.version_key(SKU)),
+                primary.zrange(keys.holds_key(SKU), 0, -1))
+    before = book_state()
+    for relay in ha.relays:
+        relay.freeze()
+    ha.wait(lambda: primary.info("replication")["min_slaves_good_slaves"] == 0, 15,
+            "no replica counted as good by the primary")
+    refused = await shop.post_cart("app-a", {"session": token, "action": "add", "sku": SKU})
+    assert refused.status == 503, refused.body
+    assert refused.json()["error"] == "unavailable"
+    assert "no Redis replica is in sync" in refused.json()["message"], refused.body
+    assert refused.headers["Retry-After"] == "1"
+    assert book_state() == before
+    for relay in ha.relays:
+        relay.resume()
+    ha.wait(lambda: primary.info("replication")["min_slaves_good_slaves"] == ha.replicas, 15,
+            "the replicas acknowledging again")
+    retried = await shop.post_cart("app-a", {"session": token, "action": "add", "sku": SKU})
+    assert retried.status == 200, retried.body
+    assert primary.zcard(keys.holds_key(SKU)) == len(before[2]) + 1
+
+
+@pytest.mark.parametrize("ha", [True], indirect=True)
 async def test_a_published_write_lost_in_a_failover_strands_no_client(ha, cluster, shop):
     start_apps(cluster, ha, "app-a", "app-b")
     before = (await shop.books("app-a"))[SKU]

@@ -1,11 +1,13 @@
 """Request parsing: long-poll cursors, sessions, the same-origin rule."""
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 from service.inventory import Snapshot
 from service.live import Entry
 from service.web.cursors import is_ahead_of, parse_cursors
-from service.web.errors import ApiError
+from service.web.errors import ApiError, redis_error_code, redis_unavailable
 from service.web.sessions import is_cross_site, new_token, session_id_from
 
 
@@ -51,3 +53,24 @@ def test_sessions_are_signed_by_the_shared_secret():
 ])
 def test_cross_site_requests_are_recognised(headers, cross):
     assert is_cross_site(headers, "shop.test:8000") is cross
+
+
+@pytest.mark.parametrize("error, code", [
+    (ResponseError("NOREPLICAS Not enough good replicas to write."), "NOREPLICAS"),
+    (ResponseError("Command # 1 (EVALSHA 924c 6 bb:{internet}:stock) of pipeline caused "
+                   "error: ('NOREPLICAS Not enough good replicas to write.',)"), "NOREPLICAS"),
+    (ResponseError("OOM command not allowed when used memory > 'maxmemory'."), "OOM"),
+    (RedisConnectionError("Error 111 connecting to 127.0.0.1:6390. Connection refused."),
+     "Error"),
+])
+def test_the_redis_error_code_is_found_also_inside_a_pipeline_error(error, code):
+    assert redis_error_code(error) == code
+
+
+def test_a_503_says_whether_redis_is_unreachable_or_lacks_a_replica():
+    lacking = redis_unavailable(ResponseError("NOREPLICAS Not enough good replicas to write."))
+    gone = redis_unavailable(RedisConnectionError("Connection refused"))
+    assert (lacking.status_code, lacking.code) == (gone.status_code, gone.code) == \
+        (503, "unavailable")
+    assert "replica" in lacking.message and "nothing changed" in lacking.message
+    assert "unreachable" in gone.message

@@ -48,3 +48,9 @@ def test_compose_sentinel_files_name_nodes_by_address_and_are_written_once(tmp_p
     compose_files(secrets, nodes, "172.29.255.11", "bb", 5000, out=said.append)
     assert all(line.startswith("kept") for line in said)
     assert (nodes / "redis-2" / "node.conf").read_text() == "rewritten by Redis\n"
+
+
+def test_a_rejoining_replica_is_copied_at_once():
+    # with min-replicas-to-write 1, a primary after a failover takes writes only once a
+    # replica has its copy: Redis's default 5 s wait for company would be 5 s of 503s
+    assert settings()["repl-diskless-sync-delay"] == "0"
