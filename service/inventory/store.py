@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 import secrets
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from service import redis_keys
 from service.inventory import address_holds, scripts
 from service.inventory.address_holds import AddressHolds
+from service.inventory.bookkeeping import Bookkeeping
 from service.inventory.catalog import Catalog
 from service.inventory.clock import RedisClock
 from service.inventory.per_book import per_book
@@ -28,19 +27,6 @@ from service.inventory.snapshot import (
 )
 from service.inventory.sweeper import HoldSweeper
 from service.redis_nodes import RedisNodes
-
-log = logging.getLogger(__name__)
-
-
-async def _after_change(step: Awaitable[Any], what: str) -> None:
-    """Bookkeeping after a change that is made, under other hash tags (on a Redis Cluster
-    maybe on a shard failing over now): its failure must not turn the change's answer
-    into an error (nothing changed, the client would think). `what` names its safety net."""
-    try:
-        await step
-    except RedisError as exc:
-        log.warning("%s failed after the change was made: %s: %s", what,
-                    type(exc).__name__, exc)
 
 
 class InventoryStore:
@@ -71,6 +57,8 @@ class InventoryStore:
         self._read = redis.register_script(scripts.READ)
         self.sweeper = HoldSweeper(self.nodes, catalog, self.clock,
                                    redis.register_script(scripts.SWEEP))
+        # what a change also writes under other hash tags (maybe on another shard)
+        self.bookkeeping = Bookkeeping()
 
     async def _change(self, script: Any, keys: list[str], args: list[str | int]) -> Any:
         """A cart change's script; with replication, confirmed by a replica (or raises
@@ -162,13 +150,15 @@ class InventoryStore:
                 await limit.release(reservation)
             raise
         if limit and reservation:
-            await _after_change(limit.settle(reservation, as_text(row[8]), result.expires_at_ms),
-                                "settling the address's count (its reservation keeps the "
-                                "place until the hold time)")
+            await self.bookkeeping.after_change(
+                limit.settle(reservation, as_text(row[8]), result.expires_at_ms),
+                "settling the address's count (its reservation keeps the place until the "
+                "hold time)")
         # The sweeper's index (see redis_keys), only once the hold exists: a refused add
         # changes nothing. It may only move earlier (LT).
-        await _after_change(self.sweeper.index(sku, result.expires_at_ms),
-                            "indexing the hold's expiry (the sweeper's slices find it)")
+        await self.bookkeeping.after_change(
+            self.sweeper.index(sku, result.expires_at_ms),
+            "indexing the hold's expiry (the sweeper's slices find it)")
         return result
 
     async def remove(self, sku: str, session_id: str) -> CartResult:
@@ -177,9 +167,9 @@ class InventoryStore:
                                  self._args(sku, session_id))
         result = self._result(sku, row)
         if self.address_holds is not None:
-            await _after_change(self.address_holds.released(as_text(row[8]), sku, session_id),
-                                "releasing the address's count (its entry expires with the "
-                                "hold time)")
+            await self.bookkeeping.after_change(
+                self.address_holds.released(as_text(row[8]), sku, session_id),
+                "releasing the address's count (its entry expires with the hold time)")
         return result
 
     async def set_stock(self, sku: str, stock: int) -> Snapshot:
