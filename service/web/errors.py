@@ -34,8 +34,8 @@ def redis_unavailable(error: RedisError) -> ApiError:
         # min-replicas-to-write: the primary has no replica in sync (as right after a
         # failover, until one has copied it), and refused the script's first write
         return ApiError(503, "unavailable", "no Redis replica is in sync to confirm changes "
-                                            "(a failover is settling); nothing changed; retry "
-                                            "shortly")
+                                            "(down, or catching up after a failover); nothing "
+                                            "changed; retry shortly")
     return ApiError(503, "unavailable", "inventory store unreachable; retry shortly")
 
 
