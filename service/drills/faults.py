@@ -98,14 +98,21 @@ def restart_all(var_dir: str) -> dict[str, Any]:
 
 
 def drop_subscriptions(var_dir: str) -> dict[str, Any]:
-    """CLIENT KILL TYPE pubsub: every instance's subscription connection (on the primary,
-    with Sentinel) is cut."""
+    """CLIENT KILL TYPE pubsub on every primary: every instance's subscription connections
+    are cut (with Sentinel, on the primary; on a Redis Cluster, one on each shard)."""
     layout = _layout(var_dir)
-    client = redis.Redis(host="127.0.0.1", port=primary_port(layout), socket_timeout=5,
-                         password=layout.redis_password())
-    with contextlib.closing(client):
-        killed = int(client.client_kill_filter(_type="pubsub"))
-    log.info("killed %d pub/sub connection(s)", killed)
+    primaries = [port for name, port in data_nodes(layout).items()
+                 if role(layout, name) == "primary"] \
+        if layout.redis_mode == "cluster" else [primary_port(layout)]
+    clients = {port: redis.Redis(host="127.0.0.1", port=port, socket_timeout=5,
+                                 password=layout.redis_password()) for port in primaries}
+    for client in clients.values():  # connected first: the kills then come together
+        client.ping()
+    killed = {port: int(client.client_kill_filter(_type="pubsub"))
+              for port, client in clients.items()}
+    for client in clients.values():
+        client.close()
+    log.info("killed pub/sub connections, by primary's port: %s", killed)
     return {"killed": killed}
 
 
