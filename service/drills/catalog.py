@@ -29,8 +29,8 @@ class Drill:
     # the longest time without an answered cart change from the fault on (None: not a
     # figure of this drill)
     write_gap_s: float | None = None
-    # the Redis it is for: "single", "sentinel" (`up --redis-ha`), or "any" (a Redis
-    # Cluster too: Layout.redis_mode)
+    # the Redis it is for: "single", "sentinel" (`up --redis-ha`), "cluster"
+    # (`up --redis-cluster`), or "any" (Layout.redis_mode)
     redis: str = "any"
 
     def fits(self, redis_mode: str) -> bool:
@@ -59,5 +59,12 @@ DRILLS = {drill.name: drill for drill in (
           converge_from="wait-for-the-promotion", write_gap_s=5.0, lp_converge_s=3.0,
           # until the promotion, every request that needs Redis fails (503): the time
           # without writes is the budget, the share of failures depends on the load's length
+          failure_window_s=5.0, failure_ratio=0.05),
+    Drill("shard-failover", "kill -9 the first shard's Redis primary: its replica is "
+          "promoted; then the old primary comes back as its replica", redis="cluster",
+          converge_from="wait-for-the-promotion", lp_converge_s=3.0,
+          # the shard's books fail (503) until the promotion, and then until the old
+          # primary has rejoined and copied the new one (min-replicas-to-write 1); the
+          # other shards' books do not fail at all
           failure_window_s=5.0, failure_ratio=0.05),
 )}

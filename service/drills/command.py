@@ -41,6 +41,13 @@ READY_SAMPLE_S = 0.25
 HOLD_TTL_MS = 900_000  # the cluster's BB_HOLD_TTL_S (`up` keeps the default)
 
 
+# what a drill made for one kind of Redis needs, and each replicated kind's own drill
+NEEDS = {"single": "a single Redis", "sentinel": "a cluster started with `up --redis-ha`",
+         "cluster": "a cluster started with `up --redis-cluster`"}
+FAILOVER_HINT = {"sentinel": " (with Sentinel, run redis-failover)",
+                 "cluster": " (on a Redis Cluster, run shard-failover)"}
+
+
 class DrillError(RuntimeError):
     """Bad input or a cluster unfit for the drill (exit code 2): nothing was injected."""
 
@@ -109,10 +116,8 @@ def check_cluster(var_dir: Path, args: argparse.Namespace) -> tuple[Layout, list
                          f"(got {args.name} and {args.experiment})")
     for drill in drills:
         if not drill.fits(layout.redis_mode):
-            needs = ("a cluster started with `up --redis-ha`" if drill.redis == "sentinel"
-                     else "a single Redis" + (" (with Sentinel, run redis-failover)"
-                                              if layout.redis_ha else ""))
-            raise DrillError(f"{drill.name} needs {needs}: see deploy/RUNBOOK.md")
+            raise DrillError(f"{drill.name} needs {NEEDS[drill.redis]}"
+                             f"{FAILOVER_HINT.get(layout.redis_mode, '')}: see deploy/RUNBOOK.md")
         if layout.instances < drill.min_instances:
             raise DrillError(f"{drill.name} needs at least {drill.min_instances} instances "
                              f"(the cluster has {layout.instances}): `ctl scale "

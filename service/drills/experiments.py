@@ -72,9 +72,14 @@ METHODS: dict[str, list[dict[str, Any]]] = {
                        _action("wait-for-the-promotion", "wait_for_promotion",
                                pause_after_s=5),
                        _action("old-primary-back-as-a-replica", "bring_back")],
+    # a shard's one replica is its only copy: the old primary is brought back at once
+    "shard-failover": [_action("kill-9-the-first-shards-primary", "kill_primary"),
+                       _action("wait-for-the-promotion", "wait_for_promotion"),
+                       _action("old-primary-back-as-a-replica", "bring_back")],
 }
 
-# with Sentinel, the steady state also has every data node replicating from the primary
+# with Sentinel or a Redis Cluster, the steady state also has every data node
+# replicating from its primary
 REPLICATION_PROBE = {
     "type": "probe", "name": "every-redis-node-replicating", "tolerance": True,
     "provider": _provider(STEADY, "redis_replicating", within_s=30)}
@@ -89,7 +94,7 @@ def experiment(name: str) -> dict[str, Any]:
                        f"`python -m service drill {name}` (deploy/RUNBOOK.md).",
         "tags": ["burts-books", "drill", name],
         "configuration": CONFIGURATION,
-        "steady-state-hypothesis": HYPOTHESIS if drill.redis != "sentinel" else
+        "steady-state-hypothesis": HYPOTHESIS if drill.redis not in ("sentinel", "cluster") else
         {**HYPOTHESIS, "probes": [*HYPOTHESIS["probes"], REPLICATION_PROBE]},
         "method": METHODS[name],
         "rollbacks": ROLLBACKS,

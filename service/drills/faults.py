@@ -21,11 +21,13 @@ from typing import Any
 
 import redis
 
+from service.drills.steady import replication_problem_of
+from service.ops.cluster_slots import partner
 from service.ops.ctl import Controller
 from service.ops.errors import OpsError
 from service.ops.layout import Layout
 from service.ops.probes import is_ready, wait_until
-from service.ops.redis_ha import data_nodes, primary_port, replication_problem, role
+from service.ops.redis_ha import data_nodes, primary_port, role
 from service.ops.scale import scale
 from service.ops.supervisor import process_states
 
@@ -116,18 +118,28 @@ def drop_subscriptions(var_dir: str) -> dict[str, Any]:
     return {"killed": killed}
 
 
+def _primary_to_kill(layout: Layout) -> str:
+    """With Sentinel, the primary the sentinels name; on a Redis Cluster, the primary of
+    the first shard (the demo catalog's featured book lives there)."""
+    if layout.redis_mode == "cluster":
+        first = next(iter(data_nodes(layout)))
+        return first if role(layout, first) == "primary" else partner(first)
+    port = primary_port(layout)
+    return next(name for name, node in data_nodes(layout).items() if node == port)
+
+
 def kill_primary(var_dir: str) -> dict[str, Any]:
-    """kill -9 the Redis primary the sentinels name, and keep it down.
+    """kill -9 a Redis primary (`_primary_to_kill`), and keep it down.
 
     supervisord restarts a process that dies within a second, often before the
-    sentinels' down-after period: the old primary would be back with its data and no
-    failover would happen. So it is stopped (SIGSTOP), supervisord is asked to stop it
-    (which sends SIGTERM, held pending by the stop, and makes its exit expected), and
-    then SIGKILL ends it before it could act on the SIGTERM: to Redis, a kill -9."""
+    sentinels' down-after period (or the cluster's node timeout): the old primary would
+    be back with its data and no failover would happen. So it is stopped (SIGSTOP),
+    supervisord is asked to stop it (which sends SIGTERM, held pending by the stop, and
+    makes its exit expected), and then SIGKILL ends it before it could act on the
+    SIGTERM: to Redis, a kill -9."""
     layout = _layout(var_dir)
-    port = primary_port(layout)
-    name = next(name for name, node in data_nodes(layout).items() if node == port)
-    pid = _pid(layout, name)
+    name = _primary_to_kill(layout)
+    port, pid = layout.redis_nodes[name], _pid(layout, name)
     os.kill(pid, signal.SIGSTOP)
     try:
         _controller(layout).rpc.supervisor.stopProcess(name, False)
@@ -138,37 +150,47 @@ def kill_primary(var_dir: str) -> dict[str, Any]:
     return {"killed": name, "port": port, "pid": pid}
 
 
-def wait_for_promotion(var_dir: str) -> dict[str, Any]:
-    """Until a replica has been promoted: another data node than the one the sentinels
-    name at first (the killed primary: they name it until they have failed over) answers
-    as a primary. Its name and how long this waited; the drill judges its watchers from
-    this moment, the earliest a client could have been told of the new primary."""
-    layout = _layout(var_dir)
+def _candidates(layout: Layout) -> list[str]:
+    """The data nodes that may be promoted in place of the one killed: with Sentinel,
+    any other than the one the sentinels name now (the killed primary: they name it
+    until they have failed over); on a Redis Cluster, the stopped node's partner."""
+    if layout.redis_mode == "cluster":
+        return [partner(name) for name, info in process_states(layout).items()
+                if name in data_nodes(layout) and info["statename"] != "RUNNING"]
     killed = primary_port(layout)
-    others = [name for name, port in data_nodes(layout).items() if port != killed]
+    return [name for name, port in data_nodes(layout).items() if port != killed]
+
+
+def wait_for_promotion(var_dir: str) -> dict[str, Any]:
+    """Until a replica has been promoted: one of the candidates answers as a primary.
+    Its name and how long this waited; the drill judges its watchers from this moment,
+    the earliest a client could have been told of the new primary."""
+    layout = _layout(var_dir)
+    candidates = _candidates(layout)  # once: the sentinels will name the new one later
     started = time.monotonic()
     promoted: list[str] = []
 
     def done() -> bool:
-        promoted[:] = [name for name in others if role(layout, name) == "primary"]
+        promoted[:] = [name for name in candidates if role(layout, name) == "primary"]
         return bool(promoted)
-    wait_until(done, PROMOTION_TIMEOUT_S, "the sentinels promoting a replica")
-    log.info("the sentinels promoted %s", promoted[0])
+    wait_until(done, PROMOTION_TIMEOUT_S, "a replica promoted in place of the killed primary")
+    log.info("promoted: %s", promoted[0])
     return {"primary": promoted[0], "waited_s": round(time.monotonic() - started, 2)}
 
 
 def bring_back(var_dir: str) -> dict[str, Any]:
-    """Start every stopped Redis node again and wait until each replicates from the
-    primary (a returning old primary is told by the sentinels to become a replica)."""
+    """Start every stopped Redis node again and wait until each replicates from its
+    primary (a returning old primary is told by the sentinels, or by the cluster, to
+    become a replica)."""
     layout = _layout(var_dir)
     started = [name for name, info in process_states(layout).items()
                if name in data_nodes(layout) and info["statename"] != "RUNNING"]
     for name in started:
         _controller(layout).rpc.supervisor.startProcess(name, True)
-    wait_until(lambda: replication_problem(layout) is None, REPLICA_TIMEOUT_S,
-               "every Redis node replicating from the primary")
+    wait_until(lambda: replication_problem_of(layout) is None, REPLICA_TIMEOUT_S,
+               "every Redis node replicating from its primary")
     log.info("back, as replicas: %s", ", ".join(started) or "none was down")
-    return {"started": started, "primary": primary_port(layout)}
+    return {"started": started}
 
 
 def _simulator(layout: Layout, mode: str) -> None:
@@ -225,9 +247,9 @@ def restore(var_dir: str) -> dict[str, Any]:
         scale(controller, int(json.loads(marker.read_text())["instances"]))
         marker.unlink()
         layout = _layout(var_dir)
-    if layout.redis_ha:
-        wait_until(lambda: replication_problem(layout) is None, REPLICA_TIMEOUT_S,
-                   "every Redis node replicating from the primary")
+    if layout.redis_mode != "single":
+        wait_until(lambda: replication_problem_of(layout) is None, REPLICA_TIMEOUT_S,
+                   "every Redis node replicating from its primary")
     for name, port in layout.apps.items():
         wait_until(functools.partial(is_ready, port), READY_TIMEOUT_S, f"{name} becoming ready")
     controller.set_upstream(set())

@@ -38,17 +38,19 @@ def add_budget_flags(parser: argparse.ArgumentParser) -> None:
     """--budget-*: each replaces one default budget (for every drill of the run)."""
     group = parser.add_argument_group("budgets (defaults per drill; see deploy/RUNBOOK.md)")
     group.add_argument("--budget-failure-ratio", type=float, metavar="R",
-                       help="failed / all requests (default 0.005; redis-failover 0.05)")
+                       help="failed / all requests (default 0.005; redis-failover and "
+                            "shard-failover 0.05)")
     group.add_argument("--budget-failure-window", type=budget_duration, metavar="D",
                        help="the longest window with failures (default 2s; "
-                            "redis-failover 5s; planned operations: none)")
+                            "redis-failover and shard-failover 5s; planned operations: "
+                            "none)")
     group.add_argument("--budget-ws-converge", type=budget_duration, metavar="D",
                        help="WebSocket watchers show every change within D of the fault's "
-                            "end (default 3s; hung-node: 5s from its start; redis-failover: "
-                            "3s from the promotion)")
+                            "end (default 3s; hung-node: 5s from its start; redis-failover, "
+                            "shard-failover: 3s from the promotion)")
     group.add_argument("--budget-lp-converge", type=budget_duration, metavar="D",
                        help="long-poll watchers likewise (default: the shop's hold time "
-                            "+ 5s; redis-failover: 3s from the promotion)")
+                            "+ 5s; redis-failover, shard-failover: 3s from the promotion)")
     group.add_argument("--budget-write-gap", type=budget_duration, metavar="D",
                        help="the longest time without an answered cart change from the "
                             "fault on (redis-failover's figure; default 5s)")

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from service.drills.counting import failure_counts
+from service.ops.cluster_slots import pair_problem
 from service.ops.errors import OpsError
 from service.ops.layout import Layout
 from service.ops.probes import is_ready
@@ -83,9 +84,16 @@ def counts_consistent(var_dir: str, within_s: float = 15.0) -> bool:
 
 
 def redis_replicating(var_dir: str, within_s: float = 30.0) -> bool:
-    """(Sentinel) the primary the sentinels name takes writes and every other data node
-    replicates from it with the link up."""
-    return _eventually(lambda: replication_problem(Layout.load(Path(var_dir))), within_s)
+    """Every Redis node in its place: with Sentinel, the primary the sentinels name takes
+    writes and every other data node replicates from it; on a Redis Cluster, each shard
+    has a primary and its partner replicates from it (links up)."""
+    return _eventually(lambda: replication_problem_of(Layout.load(Path(var_dir))), within_s)
+
+
+def replication_problem_of(layout: Layout) -> str | None:
+    """What keeps the replicated Redis of `layout` from being whole (None: nothing)."""
+    return pair_problem(layout) if layout.redis_mode == "cluster" \
+        else replication_problem(layout)
 
 
 def _disagreement(views: dict[str, dict[str, dict[str, Any]]],

@@ -150,3 +150,32 @@ def status_lines(layout: Layout, books: Sequence[str]) -> list[str]:
         lines.append(f"{number:<6} {slots:<20} {shard.primary:<16} "
                      f"{', '.join(shard.replicas) or '-':<28} {shown or '-'}")
     return lines
+
+
+def partner(name: str) -> str:
+    """The other node of a local shard: `redis-N` and `redis-N-replica` were made primary
+    and replica of one shard (`up --redis-cluster`); failovers swap their roles only."""
+    return name.removesuffix("-replica") if name.endswith("-replica") else f"{name}-replica"
+
+
+def pair_problem(layout: Layout) -> str | None:
+    """None when each local shard has one primary, and its partner replicates from it
+    with the link up; else what is not so."""
+    for name in [node for node in layout.redis_nodes if not node.endswith("-replica")]:
+        infos = {}
+        for node in (name, partner(name)):
+            try:
+                with node_client(("127.0.0.1", layout.redis_nodes[node]),
+                                 layout.redis_password()) as client:
+                    infos[node] = client.info("replication")
+            except (redis.RedisError, OSError) as exc:
+                return f"{node} does not answer ({exc})"
+        primaries = [node for node, info in infos.items() if info["role"] == "master"]
+        if len(primaries) != 1:
+            return f"{name} and {partner(name)}: {len(primaries)} primaries"
+        replica = partner(primaries[0])
+        info = infos[replica]
+        if info.get("master_port") != layout.redis_nodes[primaries[0]] \
+                or info.get("master_link_status") != "up":
+            return f"{replica} is not replicating from {primaries[0]}"
+    return None

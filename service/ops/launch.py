@@ -14,7 +14,7 @@ from pathlib import Path
 
 from service.ops import probes
 from service.ops.errors import OpsError
-from service.ops.layout import Layout
+from service.ops.layout import CLUSTER_BUS_OFFSET, Layout
 from service.ops.redis_ha import redis_settings
 from service.paths import ROOT
 
@@ -29,8 +29,14 @@ class LocalCluster:
         self.var_dir = var_dir
         self.http_port = probes.free_port()
         self.first_app_port = free_run(instances)
-        # `--redis-ha` takes six ports in a row (data nodes, then sentinels)
-        self.redis_port = free_run(6) if "--redis-ha" in up_args else probes.free_port()
+        # `--redis-ha` takes six ports in a row (data nodes, then sentinels); a Redis
+        # Cluster two a shard, and each node's bus port above it
+        if "--redis-cluster" in up_args:
+            shards = int(up_args[up_args.index("--redis-shards") + 1]) \
+                if "--redis-shards" in up_args else 3
+            self.redis_port = free_run(2 * shards, also_free_above=CLUSTER_BUS_OFFSET)
+        else:
+            self.redis_port = free_run(6) if "--redis-ha" in up_args else probes.free_port()
         self.upstream_port = probes.free_port()
         self.instances = instances
         self.env = {"BB_DRAIN_S": "5", **(env or {})}
@@ -113,11 +119,15 @@ RUN_PORTS = range(20_000, 32_000)
 SCALE_ROOM = 4  # ports kept free after the instances, for `ctl scale`
 
 
-def free_run(count: int) -> int:
-    """The first of `count` consecutive free ports (and a few more, for `ctl scale`)."""
+def free_run(count: int, also_free_above: int = 0) -> int:
+    """The first of `count` consecutive free ports (and a few more, for `ctl scale`);
+    with `also_free_above`, the ports that far above them are free too."""
     rng = random.Random()
     for _ in range(200):
         first = rng.randrange(RUN_PORTS.start, RUN_PORTS.stop - count - SCALE_ROOM)
-        if all(probes.port_is_free(first + i) for i in range(count + SCALE_ROOM)):
+        ports = range(first, first + count + SCALE_ROOM)
+        if all(probes.port_is_free(port) for port in ports) and (
+                not also_free_above
+                or all(probes.port_is_free(port + also_free_above) for port in ports)):
             return first
     raise OpsError("no run of free ports")

@@ -13,6 +13,7 @@ import pytest
 
 from service.drills.catalog import DRILLS
 from service.drills.steady import redis_replicating
+from service.ops.cluster_slots import pair_problem, partner
 from service.ops.layout import Layout
 from service.ops.redis_ha import data_nodes, primary_port, replication_problem, role
 from support.deployment import ROOT, Deployment
@@ -29,6 +30,9 @@ SHORT = ["--duration", "3s", "--settle", "2s", "--relax", "3", "--budget-failure
 # until the promotion every request that needs Redis fails; in so short a drill that is a
 # larger share than in the full one (the failover's own budgets are its time figures)
 HA_SHORT = [*SHORT, "--budget-failure-ratio", "0.1"]
+# likewise on a Redis Cluster for the first shard's books (three of the four) and for
+# /api/books (it reads every shard): until the promotion most requests fail
+SHARD_SHORT = [*SHORT, "--budget-failure-ratio", "0.3"]
 FIGURES = {"steady_state", "lost_acked_holds", "negative_counts", "version_regressions",
            "failure_ratio", "longest_failure_window_s", "ws_converge_s", "lp_converge_s",
            "ready_after_s"}
@@ -175,6 +179,67 @@ def test_the_replication_probe_names_a_replica_that_is_down(ha_cluster):
     assert redis_replicating(str(ha_cluster.var_dir), within_s=60) is True
 
 
+@pytest.fixture(scope="module")
+def sharded_cluster(tmp_path_factory):
+    """`up --redis-cluster`: three shards, each a primary and its replica (node timeout
+    2 s)."""
+    deployment = Deployment(tmp_path_factory.mktemp("drills-cluster") / "var", instances=2,
+                            up_args=("--redis-cluster",))
+    deployment.start()
+    yield deployment
+    deployment.stop()
+
+
+def test_shard_failover_passes_and_the_old_primary_comes_back_as_its_replica(
+        sharded_cluster, tmp_path):
+    layout = Layout.load(sharded_cluster.var_dir)
+    assert pair_problem(layout) is None
+    first = "redis-1" if role(layout, "redis-1") == "primary" else "redis-1-replica"
+    done = drill(sharded_cluster, tmp_path, "shard-failover", *SHARD_SHORT)
+    assert done.returncode == 0, said(done)
+    summary = json.loads((tmp_path / "shard-failover" / "summary.json").read_text())
+    assert summary["verdict"] == "pass"
+    assert set(summary["figures"]) >= FIGURES
+    assert summary["figures"]["lost_acked_holds"]["value"] == 0
+    assert summary["figures"]["negative_counts"]["value"] == 0
+    journal = json.loads((tmp_path / "shard-failover" / "journal.json").read_text())
+    outputs = {run["activity"]["name"]: run["output"] for run in journal["run"]}
+    assert outputs["kill-9-the-first-shards-primary"]["killed"] == first
+    assert outputs["wait-for-the-promotion"]["primary"] == partner(first)
+    assert outputs["old-primary-back-as-a-replica"]["started"] == [first]
+    assert (role(layout, first), role(layout, partner(first))) == ("replica", "primary")
+    assert pair_problem(layout) is None
+    print(f"shard-failover: promoted {outputs['wait-for-the-promotion']['waited_s']}s after "
+          f"the kill; longest window with failures "
+          f"{summary['figures']['longest_failure_window_s']['value']}s")
+
+
+def test_shard_failover_fails_a_budget_of_no_failed_request(sharded_cluster, tmp_path):
+    """The shard's books answer 503 until its replica is promoted: with no window of
+    failures allowed, the verdict is fail and names the figure."""
+    done = drill(sharded_cluster, tmp_path, "shard-failover", *SHARD_SHORT,
+                 "--budget-failure-window", "0s")
+    assert done.returncode == 1, said(done)
+    summary = json.loads((tmp_path / "shard-failover" / "summary.json").read_text())
+    assert summary["verdict"] == "fail"
+    assert summary["figures"]["longest_failure_window_s"]["value"] > 0
+    assert "longest_failure_window_s" in done.stdout.splitlines()[-1]
+    assert pair_problem(Layout.load(sharded_cluster.var_dir)) is None  # restored
+
+
+def test_the_shard_probe_names_a_replica_that_is_down(sharded_cluster):
+    layout = Layout.load(sharded_cluster.var_dir)
+    replica = "redis-2-replica" if role(layout, "redis-2") == "primary" else "redis-2"
+    sharded_cluster.ctl("stop", replica)
+    try:
+        problem = pair_problem(layout)
+        assert problem is not None and replica in problem, problem
+        assert redis_replicating(str(sharded_cluster.var_dir), within_s=1) is False
+    finally:
+        sharded_cluster.ctl("start", replica)
+    assert redis_replicating(str(sharded_cluster.var_dir), within_s=60) is True
+
+
 @pytest.mark.parametrize("name, reason", [
     ("restart-redis", "restart-redis needs a single Redis (with Sentinel, run redis-failover)"),
     ("pause-redis", "pause-redis needs a single Redis"),
@@ -186,6 +251,7 @@ def test_a_single_redis_drill_on_sentinel_exits_2(ha_cluster, tmp_path, name, re
 
 @pytest.mark.parametrize("args, reason", [
     (["redis-failover"], "redis-failover needs a cluster started with `up --redis-ha`"),
+    (["shard-failover"], "shard-failover needs a cluster started with `up --redis-cluster`"),
     (["no-such-drill"], "invalid choice"),
     (["kill-node", "--duration", "soon"], "is not a duration"),
     (["kill-node", "--var-dir", "/nonexistent"], "no cluster was started"),
