@@ -12,10 +12,10 @@ import sys
 import pytest
 
 from service.drills.catalog import DRILLS
-from service.drills.steady import redis_replicating
+from service.drills.steady import redis_replicating, replication_problem_of
 from service.ops.cluster_slots import pair_problem, partner
 from service.ops.layout import Layout
-from service.ops.redis_ha import data_nodes, primary_port, replication_problem, role
+from service.ops.redis_ha import data_nodes, primary_port, role
 from support.deployment import ROOT, Deployment
 
 pytestmark = pytest.mark.timeout(240)
@@ -163,20 +163,25 @@ def test_redis_failover_fails_when_the_sentinels_cannot_promote_in_time(ha_clust
     assert redis_roles(ha_cluster) == ["primary", "replica", "replica"]  # restored
 
 
-def test_the_replication_probe_names_a_replica_that_is_down(ha_cluster):
-    """The Sentinel steady-state probe fails while a replica is stopped, and holds again
-    once it is back."""
-    layout = Layout.load(ha_cluster.var_dir)
-    assert replication_problem(layout) is None
-    replica = next(name for name in data_nodes(layout) if role(layout, name) == "replica")
-    ha_cluster.ctl("stop", replica)
+def assert_probe_names_the_stopped(cluster: Deployment, replica: str) -> None:
+    """The replication steady-state probe fails while `replica` is stopped, naming it, and
+    holds again once it is back."""
+    layout = Layout.load(cluster.var_dir)
+    assert replication_problem_of(layout) is None
+    cluster.ctl("stop", replica)
     try:
-        problem = replication_problem(layout)
+        problem = replication_problem_of(layout)
         assert problem is not None and replica in problem, problem
-        assert redis_replicating(str(ha_cluster.var_dir), within_s=1) is False
+        assert redis_replicating(str(cluster.var_dir), within_s=1) is False
     finally:
-        ha_cluster.ctl("start", replica)
-    assert redis_replicating(str(ha_cluster.var_dir), within_s=60) is True
+        cluster.ctl("start", replica)
+    assert redis_replicating(str(cluster.var_dir), within_s=60) is True
+
+
+def test_the_replication_probe_names_a_replica_that_is_down(ha_cluster):
+    layout = Layout.load(ha_cluster.var_dir)
+    assert_probe_names_the_stopped(ha_cluster, next(
+        name for name in data_nodes(layout) if role(layout, name) == "replica"))
 
 
 @pytest.fixture(scope="module")
@@ -229,15 +234,8 @@ def test_shard_failover_fails_a_budget_of_no_failed_request(sharded_cluster, tmp
 
 def test_the_shard_probe_names_a_replica_that_is_down(sharded_cluster):
     layout = Layout.load(sharded_cluster.var_dir)
-    replica = "redis-2-replica" if role(layout, "redis-2") == "primary" else "redis-2"
-    sharded_cluster.ctl("stop", replica)
-    try:
-        problem = pair_problem(layout)
-        assert problem is not None and replica in problem, problem
-        assert redis_replicating(str(sharded_cluster.var_dir), within_s=1) is False
-    finally:
-        sharded_cluster.ctl("start", replica)
-    assert redis_replicating(str(sharded_cluster.var_dir), within_s=60) is True
+    assert_probe_names_the_stopped(
+        sharded_cluster, "redis-2-replica" if role(layout, "redis-2") == "primary" else "redis-2")
 
 
 @pytest.mark.parametrize("name, reason", [
