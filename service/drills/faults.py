@@ -106,14 +106,14 @@ def drop_subscriptions(var_dir: str) -> dict[str, Any]:
     primaries = [port for name, port in data_nodes(layout).items()
                  if role(layout, name) == "primary"] \
         if layout.redis_mode == "cluster" else [primary_port(layout)]
-    clients = {port: redis.Redis(host="127.0.0.1", port=port, socket_timeout=5,
-                                 password=layout.redis_password()) for port in primaries}
-    for client in clients.values():  # connected first: the kills then come together
-        client.ping()
-    killed = {port: int(client.client_kill_filter(_type="pubsub"))
-              for port, client in clients.items()}
-    for client in clients.values():
-        client.close()
+    with contextlib.ExitStack() as open_clients:
+        clients = {port: open_clients.enter_context(contextlib.closing(redis.Redis(
+            host="127.0.0.1", port=port, socket_timeout=5, password=layout.redis_password())))
+            for port in primaries}
+        for client in clients.values():  # connected first: the kills then come together
+            client.ping()
+        killed = {port: int(client.client_kill_filter(_type="pubsub"))
+                  for port, client in clients.items()}
     log.info("killed pub/sub connections, by primary's port: %s", killed)
     return {"killed": killed}
 

@@ -7,7 +7,8 @@ with the safety net that covers it. And they must not hold the answer for long: 
 whose machine is gone answers nothing at all, and each command then waits out its
 connect timeouts and retries (about 3 s, redis_connect.command_options), which made
 every add of a healthy shard's book whose index entry lived on the dead one take that
-long. So the answer waits for a step at most `wait_s`; a slower one goes on by itself.
+long. So the answer waits for its steps (together) at most `wait_s`; a slower one goes on
+by itself.
 """
 
 from __future__ import annotations
@@ -32,15 +33,14 @@ class Bookkeeping:
         self.wait_s = wait_s
         self.pending: set[asyncio.Task[None]] = set()  # (the loop keeps only weak references)
 
-    async def after_change(self, step: Coroutine[Any, Any, Any], what: str) -> None:
-        """Run `step`, waiting for it at most `wait_s`. `what` names its safety net."""
-        task = asyncio.ensure_future(self._logged(step, what))
-        self.pending.add(task)
-        task.add_done_callback(self.pending.discard)
-        try:
-            await asyncio.wait_for(asyncio.shield(task), self.wait_s)
-        except TimeoutError:
-            pass  # it goes on; a failure is logged when it comes
+    async def after_change(self, *steps: tuple[Coroutine[Any, Any, Any], str]) -> None:
+        """Run each (step, what) at once, waiting for them together at most `wait_s`.
+        `what` names the step's safety net."""
+        tasks = [asyncio.ensure_future(self._logged(step, what)) for step, what in steps]
+        self.pending.update(tasks)
+        for task in tasks:
+            task.add_done_callback(self.pending.discard)
+        await asyncio.wait(tasks, timeout=self.wait_s)  # a slower one goes on by itself
 
     @staticmethod
     async def _logged(step: Coroutine[Any, Any, Any], what: str) -> None:

@@ -149,16 +149,15 @@ class InventoryStore:
             if limit and reservation:  # the book refused (or the call failed): give it back
                 await limit.release(reservation)
             raise
-        if limit and reservation:
-            await self.bookkeeping.after_change(
-                limit.settle(reservation, as_text(row[8]), result.expires_at_ms),
-                "settling the address's count (its reservation keeps the place until the "
-                "hold time)")
         # The sweeper's index (see redis_keys), only once the hold exists: a refused add
         # changes nothing. It may only move earlier (LT).
-        await self.bookkeeping.after_change(
-            self.sweeper.index(sku, result.expires_at_ms),
-            "indexing the hold's expiry (the sweeper's slices find it)")
+        steps = [(self.sweeper.index(sku, result.expires_at_ms),
+                  "indexing the hold's expiry (the sweeper's slices find it)")]
+        if limit and reservation:
+            steps.append((limit.settle(reservation, as_text(row[8]), result.expires_at_ms),
+                          "settling the address's count (its reservation keeps the place "
+                          "until the hold time)"))
+        await self.bookkeeping.after_change(*steps)
         return result
 
     async def remove(self, sku: str, session_id: str) -> CartResult:
@@ -168,8 +167,8 @@ class InventoryStore:
         result = self._result(sku, row)
         if self.address_holds is not None:
             await self.bookkeeping.after_change(
-                self.address_holds.released(as_text(row[8]), sku, session_id),
-                "releasing the address's count (its entry expires with the hold time)")
+                (self.address_holds.released(as_text(row[8]), sku, session_id),
+                 "releasing the address's count (its entry expires with the hold time)"))
         return result
 
     async def set_stock(self, sku: str, stock: int) -> Snapshot:

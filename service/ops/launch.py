@@ -125,9 +125,8 @@ def free_run(count: int, also_free_above: int = 0) -> int:
     rng = random.Random()
     for _ in range(200):
         first = rng.randrange(RUN_PORTS.start, RUN_PORTS.stop - count - SCALE_ROOM)
-        ports = range(first, first + count + SCALE_ROOM)
-        if all(probes.port_is_free(port) for port in ports) and (
-                not also_free_above
-                or all(probes.port_is_free(port + also_free_above) for port in ports)):
+        offsets = {0, also_free_above}
+        if all(probes.port_is_free(port + offset) for offset in offsets
+               for port in range(first, first + count + SCALE_ROOM)):
             return first
     raise OpsError("no run of free ports")

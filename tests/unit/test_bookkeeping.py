@@ -19,7 +19,7 @@ async def test_a_step_that_hangs_releases_the_answer_and_finishes_on_its_own():
         await node_answers.wait()
         finished.append(True)
 
-    await asyncio.wait_for(bookkeeping.after_change(step_on_a_silent_node(), "a step"), 2)
+    await asyncio.wait_for(bookkeeping.after_change((step_on_a_silent_node(), "a step")), 2)
     assert finished == [] and len(bookkeeping.pending) == 1  # the answer went without it
     node_answers.set()
     await asyncio.wait_for(asyncio.gather(*bookkeeping.pending), 2)
@@ -32,7 +32,7 @@ async def test_a_quick_step_is_done_before_the_answer():
     async def step():
         done.append(True)
 
-    await bookkeeping.after_change(step(), "a step")
+    await bookkeeping.after_change((step(), "a step"))
     assert done == [True] and not bookkeeping.pending
 
 
@@ -43,7 +43,7 @@ async def test_a_failing_step_is_logged_with_its_safety_net_and_not_raised(caplo
         raise RedisConnectionError("Error 111 connecting")
 
     with caplog.at_level(logging.WARNING):
-        await bookkeeping.after_change(step(), "indexing (the slices find it)")
+        await bookkeeping.after_change((step(), "indexing (the slices find it)"))
     assert "indexing (the slices find it) failed after the change was made" in caplog.text
 
 
@@ -55,7 +55,7 @@ async def test_a_late_failure_is_logged_too(caplog):
         raise RedisConnectionError("Timeout connecting to server")
 
     with caplog.at_level(logging.WARNING):
-        await bookkeeping.after_change(step(), "settling the count")
+        await bookkeeping.after_change((step(), "settling the count"))
         assert "failed" not in caplog.text
         release.set()
         await asyncio.wait_for(asyncio.gather(*bookkeeping.pending), 2)
