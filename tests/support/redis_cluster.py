@@ -13,7 +13,9 @@ from redis.cluster import ClusterNode, RedisCluster
 from service import redis_keys
 from service.ops import procs
 from service.ops.cluster_slots import shards
-from service.ops.redis_cluster import create, free_node_port, node_conf
+from service.ops.launch import free_run
+from service.ops.layout import CLUSTER_BUS_OFFSET
+from service.ops.redis_cluster import create, node_conf
 from service.ops.secrets import ensure_secrets
 from support.redis_ha import wait_true
 
@@ -24,8 +26,11 @@ class LocalRedisCluster:
     def __init__(self, folder: Path, shards: int = 3, node_timeout_ms: int = 2000):
         self.folder = folder
         self.node_timeout_ms = node_timeout_ms
-        self.primary_ports = [free_node_port() for _ in range(shards)]
-        self.replica_ports = [free_node_port() for _ in range(shards)]
+        # a checked run (and its bus ports) below the kernel's range for outgoing
+        # connections, as in support/redis_ha.py
+        first = free_run(2 * shards, also_free_above=CLUSTER_BUS_OFFSET)
+        self.primary_ports = [first + i for i in range(shards)]
+        self.replica_ports = [first + shards + i for i in range(shards)]
         self.password = ""
         self.procs: dict[int, subprocess.Popen] = {}
         self.conf = folder / "node.conf"

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import redis as redis_sync
 
-from service.ops import probes, procs
+from service.ops import procs
+from service.ops.launch import free_run
 from service.ops.redis_ha import LOCAL_DOWN_AFTER_MS, data_node_conf, sentinel_conf
 from service.ops.secrets import ensure_secrets
 
@@ -118,9 +119,12 @@ class RedisHA:
         self.relayed = relayed
         self.down_after_ms = down_after_ms
         self.password = ""
-        self.primary_port = probes.free_port()
-        self.replica_ports = [probes.free_port() for _ in range(replicas)]
-        self.sentinel_ports = [probes.free_port() for _ in range(3)]
+        # a checked run below the kernel's range for outgoing connections: ports it picks
+        # one by one may be picked twice, or taken by a connection before the node binds
+        first = free_run(1 + replicas + 3)
+        self.primary_port = first
+        self.replica_ports = [first + 1 + i for i in range(replicas)]
+        self.sentinel_ports = [first + 1 + replicas + i for i in range(3)]
         self.relays: list[TcpRelay] = []
         self.procs: dict[int, subprocess.Popen] = {}
 
